@@ -1,0 +1,952 @@
+"""Facial emotion recognition: train a Keras CNN on 48x48 grayscale faces, evaluate it, use it.
+
+Paste-able commands (run from anywhere; relative paths are taken from the working directory):
+
+    python emotion_recognition.py                                  # quick start on dataset/
+    python emotion_recognition.py --data-dir ../shared/fer2013 --output-dir runs/fer2013
+    python emotion_recognition.py --evaluate models/emotion_model.h5 \
+        --test-dir dataset/validation --output-dir runs/eval
+    python emotion_recognition.py --import-csv fer2013.csv --data-dir fer2013_folders
+
+Importing this module runs nothing. `predict.py` reuses its image loading, model loading and
+class names, so prediction cannot drift from training.
+"""
+
+import argparse
+import csv
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# TensorFlow's C++ start-up chatter is noise for a command-line user; real errors still surface.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# ---------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------
+PROJECT_DIR = Path(__file__).resolve().parent
+# FER-2013's native resolution; every image is brought to this size before the model sees it.
+IMAGE_SIZE = (48, 48)
+# One channel: FER-2013 is grayscale, and colour carries little expression information.
+INPUT_SHAPE = IMAGE_SIZE + (1,)
+# The model shipped with the project; training never writes here unless told to explicitly.
+DEFAULT_MODEL_PATH = PROJECT_DIR / "models" / "emotion_model.h5"
+# The small real sample that makes the quick start work out of the box.
+DEFAULT_DATA_DIR = PROJECT_DIR / "dataset"
+# Training runs go to runs/train, runs/train2, ... so a second run never clobbers the first.
+DEFAULT_RUNS_DIR = Path("runs")
+# The suffixes Pillow reads that people keep face images in.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# More class folders than this is almost surely a wrong --data-dir (a folder of photos, say).
+MAX_CLASSES = 1000
+# Kaggle's fer2013.csv label order (emotion column 0..6) and its Usage column -> split folders.
+FER2013_CSV_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_CSV_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
+# Training defaults: measured on FER-2013 with 2 CPU cores (see README, "Choosing the recipe").
+DEFAULT_EPOCHS = 60
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_SEED = 42
+# Patience values: LR is cut after 4 flat epochs, training stops after 10 (with best weights back).
+REDUCE_LR_PATIENCE = 4
+EARLY_STOP_PATIENCE = 10
+# Augmentation of the seed scripts (rotation, zoom, flip) plus small shifts: faces in FER-2013
+# are roughly but not exactly aligned, so a few pixels of shift mimic real detector crops.
+AUGMENTATION = dict(
+    rotation_range=10,
+    zoom_range=0.1,
+    width_shift_range=0.1,
+    height_shift_range=0.1,
+    horizontal_flip=True,
+    fill_mode="nearest",
+)
+# Exit status for errors the user can fix (bad path, bad file); argparse uses 2 for bad flags.
+EXIT_USER_ERROR = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
+
+
+@functools.lru_cache(maxsize=None)
+def _keras():
+    """Import Keras lazily, so `--help` and input checks answer before TensorFlow's slow start.
+
+    TensorFlow 2.21 writes C++ start-up notes (oneDNN, CUDA probing) straight to file
+    descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; they are muted for the import and device set-up
+    only. Python errors still surface as usual.
+    """
+    with _quiet_stderr():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        import keras
+    return keras
+
+
+class _quiet_stderr:
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self.saved = None
+
+    def __exit__(self, *exc_info):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
+
+
+def _image_data_generator(**augmentation):
+    """`tf.keras.preprocessing.image.ImageDataGenerator`: a legacy API that TensorFlow 2.21 with
+    Keras 3 still ships (plain `keras.preprocessing.image` no longer has it)."""
+    _keras()
+    import tensorflow as tf
+
+    return tf.keras.preprocessing.image.ImageDataGenerator(**augmentation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: images and class folders
+# ---------------------------------------------------------------------------------------------
+def is_image_file(path):
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(path):
+    """Open any image file as 8-bit grayscale PIL image, upright (EXIF orientation applied).
+
+    Handles the modes people's files come in: RGB, RGBA (composited on white, so a transparent
+    background does not turn black), palette, 16-bit and CMYK.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path}: broken image ({error})") from None
+    return to_grayscale(image)
+
+
+def to_grayscale(image):
+    """Convert a PIL image of any mode to 8-bit grayscale ('L')."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit integer pixels: rescale to 0..255 rather than clipping everything to white.
+        array = np.asarray(image, dtype=np.float64)
+        maximum = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / maximum * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if image.mode != "L":
+        image = image.convert("RGB").convert("L")
+    return image
+
+
+def preprocess_face(image):
+    """A grayscale PIL face crop -> float32 array (48, 48, 1) of raw 0..255 pixels.
+
+    Scaling to 0..1 is the model's own first layer (Rescaling), so this is all the preprocessing
+    there is, for training and prediction alike.
+    """
+    if image.size != IMAGE_SIZE:
+        image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)[:, :, np.newaxis]
+
+
+def load_face(path):
+    """An image file, taken whole as a face -> model input array (48, 48, 1)."""
+    return preprocess_face(open_image(path))
+
+
+def list_class_folders(split_dir):
+    """Sorted class folder names of a split folder; errors for a missing or empty folder."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise UserError(f"{split_dir}: no such folder")
+    classes = sorted(entry.name for entry in split_dir.iterdir()
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise UserError(f"{split_dir}: holds no class folders (expected one folder per emotion)")
+    if len(classes) > MAX_CLASSES:
+        raise UserError(f"{split_dir}: holds {len(classes)} folders, more than {MAX_CLASSES} "
+                        "classes; is this the right --data-dir?")
+    return classes
+
+
+def list_images(class_dir):
+    """Image files directly inside one class folder, sorted, hidden files skipped."""
+    return sorted(path for path in Path(class_dir).iterdir()
+                  if path.is_file() and is_image_file(path) and not path.name.startswith("."))
+
+
+def find_splits(data_dir):
+    """(train_dir, validation_dir) of a data folder; validation may be named test (Kaggle)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: no such data folder")
+    train_dir = data_dir / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"{data_dir}: has no train/ folder (expected train/ and validation/ or test/)")
+    for name in ("validation", "test"):
+        if (data_dir / name).is_dir():
+            return train_dir, data_dir / name
+    raise UserError(f"{data_dir}: has no validation/ or test/ folder beside train/")
+
+
+def check_class_folders(split_dir, class_names=None, min_images=1):
+    """Validate a split folder's classes; returns its class names.
+
+    With `class_names`, the split must hold exactly those classes (training) or, with
+    `subset_ok`, any subset of them (evaluation).
+    """
+    found = list_class_folders(split_dir)
+    if class_names is not None and found != list(class_names):
+        missing = sorted(set(class_names) - set(found))
+        extra = sorted(set(found) - set(class_names))
+        details = "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"extra {', '.join(extra)}" if extra else "") if part)
+        raise UserError(f"{split_dir}: classes differ from train/ ({details})")
+    for name in found:
+        count = len(list_images(Path(split_dir) / name))
+        if count < min_images:
+            raise UserError(f"{Path(split_dir) / name}: holds {count} images, needs at least {min_images}")
+    return found
+
+
+def make_directory_iterator(split_dir, class_names, batch_size=DEFAULT_BATCH_SIZE, shuffle=False,
+                            generator=None, seed=None):
+    """Keras's `flow_from_directory` over a split: the canonical folder -> (image, label) reader.
+
+    It lists the files and labels them by sorted folder name, as every FER-2013 project expects.
+    """
+    generator = generator or _image_data_generator()
+    return generator.flow_from_directory(
+        str(split_dir), target_size=IMAGE_SIZE, color_mode="grayscale", classes=list(class_names),
+        class_mode="categorical", batch_size=batch_size, shuffle=shuffle, seed=seed,
+        interpolation="bilinear")
+
+
+def load_split(split_dir, class_names, log=print):
+    """Decode every image of a split once into memory: (x float32 [n,48,48,1], y int [n], files).
+
+    Files are listed by `flow_from_directory` and decoded with `load_face`, the same function
+    `predict.py` uses; a file that cannot be decoded is skipped with a warning naming it instead
+    of crashing the run mid-epoch. Decoding once, rather than every epoch, keeps the CPU for the
+    model (see README, "Input pipeline").
+    """
+    iterator = make_directory_iterator(split_dir, class_names)
+    images, labels, files = [], [], []
+    for relative, label in zip(iterator.filenames, iterator.classes):
+        path = Path(split_dir) / relative
+        try:
+            images.append(load_face(path))
+        except UserError as error:
+            log(f"warning: skipping {error}", file=sys.stderr)
+            continue
+        labels.append(int(label))
+        files.append(str(path))
+    if not images:
+        raise UserError(f"{split_dir}: no readable images")
+    present = set(labels)
+    for index, name in enumerate(class_names):
+        if index not in present:
+            raise UserError(f"{Path(split_dir) / name}: holds no readable images")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), files
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARNING_RATE,
+                label_smoothing=0.0):
+    """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out."""
+    keras = _keras()
+    builders = {"default": _default_layers, "seed": _seed_layers, "small": _small_layers}
+    if architecture not in builders:
+        raise UserError(f"unknown architecture {architecture!r} (choose from {', '.join(builders)})")
+    model = keras.Sequential(
+        [keras.Input(INPUT_SHAPE), keras.layers.Rescaling(1.0 / 255)]
+        + builders[architecture](keras.layers, keras.regularizers)
+        + [keras.layers.Dense(num_classes, activation="softmax", name="probabilities")],
+        name=f"emotion_cnn_{architecture}")
+    compile_model(model, learning_rate, label_smoothing)
+    return model
+
+
+def compile_model(model, learning_rate, label_smoothing=0.0):
+    keras = _keras()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+        # XLA on CPU ran convolutions several times slower than TensorFlow's oneDNN kernels here.
+        jit_compile=False)
+
+
+def _conv_block(layers, regularizers, filters, convolutions, l2, dropout):
+    block = []
+    for _ in range(convolutions):
+        block += [layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                kernel_regularizer=regularizers.l2(l2) if l2 else None),
+                  layers.BatchNormalization(), layers.Activation("relu")]
+    return block + [layers.MaxPooling2D(), layers.Dropout(dropout)]
+
+
+def _default_layers(layers, regularizers):
+    """VGG-style double-convolution blocks, L2 on the deeper ones, a small dense head."""
+    return (_conv_block(layers, regularizers, 16, 2, 0.0, 0.1)
+            + _conv_block(layers, regularizers, 32, 2, 0.0, 0.2)
+            + _conv_block(layers, regularizers, 64, 2, 1e-4, 0.25)
+            + _conv_block(layers, regularizers, 128, 2, 1e-4, 0.3)
+            + [layers.Flatten(), layers.Dense(256, use_bias=False), layers.BatchNormalization(),
+               layers.Activation("relu"), layers.Dropout(0.5)])
+
+
+def _seed_layers(layers, regularizers):
+    """The seed project's network: Conv 32-64 / 128 / 512 / 512 / 512 with batch norm, Dense 256-512."""
+    def normalise_and_pool():
+        return [layers.BatchNormalization(), layers.MaxPooling2D(), layers.Dropout(0.25)]
+
+    return ([layers.Conv2D(32, 3, padding="same", activation="relu"),
+             layers.Conv2D(64, 3, padding="same", activation="relu")] + normalise_and_pool()
+            + [layers.Conv2D(128, 5, padding="same", activation="relu")] + normalise_and_pool()
+            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
+            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
+            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
+            + [layers.Flatten(),
+               layers.Dense(256, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.25),
+               layers.Dense(512, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.25)])
+
+
+def _small_layers(layers, regularizers):
+    """The small seed-002 network: Conv 32-64-128-128, Dense 1024."""
+    return [layers.Conv2D(32, 3, activation="relu"), layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(), layers.Dropout(0.25),
+            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(), layers.Dropout(0.25),
+            layers.Flatten(), layers.Dense(1024, activation="relu"), layers.Dropout(0.5)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def one_hot(labels, num_classes):
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def balanced_sample_weights(labels, num_classes):
+    """Per-sample weights n / (k * count[class]): each class weighs the same in the loss."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return (len(labels) / (num_classes * counts))[labels].astype(np.float32)
+
+
+def make_training_flow(x, y, num_classes, batch_size, seed, augment=True, sample_weight=None,
+                       workers=2):
+    """`ImageDataGenerator.flow` over decoded images: augmentation on the fly, one pass an epoch.
+
+    Keras runs the augmentation in `workers` threads while the model trains on the previous batch.
+    """
+    generator = _image_data_generator(**(AUGMENTATION if augment else {}))
+    flow = generator.flow(x, one_hot(y, num_classes), batch_size=batch_size, shuffle=True,
+                          seed=seed, sample_weight=sample_weight)
+    # NumpyArrayIterator does not pass these on to its PyDataset base; the setters are public.
+    flow.workers = workers
+    flow.max_queue_size = 16
+    return flow
+
+
+def make_callbacks(output_dir, model_path, epoch_images, time_limit_minutes=None, log=print):
+    keras = _keras()
+    return [
+        EpochReport(epoch_images, time_limit_minutes, log=log),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
+                                          min_lr=1e-5, verbose=0),
+        AtomicModelCheckpoint(str(model_path), monitor="val_accuracy", mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=EARLY_STOP_PATIENCE,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv")),
+    ]
+
+
+def _callback_base():
+    return _keras().callbacks.Callback
+
+
+class EpochReport:
+    """Prints one line an epoch (time, images/s, accuracy) and enforces an optional time limit.
+
+    Built as a Keras Callback on first use (see __new__), so importing this module stays cheap.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        keras = _keras()
+
+        class _EpochReport(keras.callbacks.Callback):
+            def __init__(self, epoch_images, time_limit_minutes=None, log=print):
+                super().__init__()
+                self.epoch_images = epoch_images
+                self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
+                self.log = log
+                self.started = None
+
+            def on_train_begin(self, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs if logs is not None else {}
+                now = time.perf_counter()
+                seconds = now - self.epoch_started
+                logs["epoch_seconds"] = round(seconds, 2)
+                logs["elapsed_seconds"] = round(now - self.started, 1)
+                logs["images_per_second"] = round(self.epoch_images / seconds, 1)
+                logs["learning_rate"] = float(_keras().ops.convert_to_numpy(
+                    self.model.optimizer.learning_rate))
+                self.log(f"epoch {epoch + 1}: {seconds:.0f}s ({logs['images_per_second']:.0f} img/s, "
+                         f"{logs['elapsed_seconds'] / 60:.1f} min in) loss {logs.get('loss', 0):.4f} "
+                         f"acc {logs.get('accuracy', 0):.4f} val_loss {logs.get('val_loss', 0):.4f} "
+                         f"val_acc {logs.get('val_accuracy', 0):.4f} lr {logs['learning_rate']:.2g}")
+                if self.time_limit_s and now - self.started >= self.time_limit_s:
+                    self.log(f"time limit of {self.time_limit_s / 60:g} min reached; stopping")
+                    self.model.stop_training = True
+
+        return _EpochReport(*args, **kwargs)
+
+
+class AtomicModelCheckpoint:
+    """Keras's best-only ModelCheckpoint, but each save goes to a temporary file that is then
+    renamed over the old one: a crash mid-save never leaves a broken model where a good one was."""
+
+    def __new__(cls, filepath, **kwargs):
+        keras = _keras()
+
+        class _AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+            def __init__(self, filepath, **kwargs):
+                self.final_path = Path(filepath)
+                super().__init__(str(temporary_path(self.final_path)), **kwargs)
+
+            def on_epoch_end(self, epoch, logs=None):
+                super().on_epoch_end(epoch, logs)
+                if Path(self.filepath).exists():
+                    os.replace(self.filepath, self.final_path)
+
+        return _AtomicModelCheckpoint(filepath, **kwargs)
+
+
+def temporary_path(path):
+    """A sibling temporary name with the same suffix (Keras picks the format from the suffix)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def save_model_atomically(model, path):
+    path = Path(path)
+    partial = temporary_path(path)
+    model.save(str(partial))
+    os.replace(partial, path)
+
+
+def write_json_atomically(data, path):
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
+                                     encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def choose_output_dir(output_dir, overwrite=False):
+    """The run folder: the user's (refused if it holds files, unless --overwrite) or runs/trainN."""
+    if output_dir is None:
+        for index in range(1, 10000):
+            candidate = DEFAULT_RUNS_DIR / ("train" if index == 1 else f"train{index}")
+            if not candidate.exists():
+                output_dir = candidate
+                break
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"{output_dir}: exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UserError(f"{output_dir}: already holds files from another run; "
+                        "choose another --output-dir or pass --overwrite")
+    if output_dir.resolve() == DEFAULT_MODEL_PATH.parent.resolve() and not overwrite:
+        raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
+          learning_rate=DEFAULT_LEARNING_RATE, seed=DEFAULT_SEED, augment=True, architecture="default",
+          label_smoothing=0.0, class_weighting="none", workers=2, time_limit_minutes=None,
+          overwrite=False, max_batches=None, log=print):
+    """Train a model on `data_dir`/train, validate on validation/ (or test/), write all artifacts.
+
+    Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it).
+    """
+    keras = _keras()
+    train_dir, validation_dir = find_splits(data_dir)
+    class_names = check_class_folders(train_dir, min_images=1)
+    check_class_folders(validation_dir, class_names)
+    output_dir = choose_output_dir(output_dir, overwrite)
+    log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
+
+    x_train, y_train, _ = load_split(train_dir, class_names, log=log)
+    x_val, y_val, val_files = load_split(validation_dir, class_names, log=log)
+    log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}")
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(len(class_names), architecture, learning_rate, label_smoothing)
+    sample_weight = (balanced_sample_weights(y_train, len(class_names))
+                     if class_weighting == "balanced" else None)
+    flow = make_training_flow(x_train, y_train, len(class_names), batch_size, seed, augment,
+                              sample_weight, workers)
+    steps = len(flow) if max_batches is None else min(len(flow), max_batches)
+    model_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
+    settings = dict(data_dir=str(data_dir), epochs=epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, seed=seed, augment=augment, architecture=architecture,
+                    label_smoothing=label_smoothing, class_weighting=class_weighting,
+                    time_limit_minutes=time_limit_minutes, command=" ".join(sys.argv))
+    metadata = make_metadata(class_names, settings)
+    # The class names go to disk before the first checkpoint, so every saved model has them.
+    write_json_atomically(metadata, metadata_path(model_path))
+    save_sample_grid(x_train, y_train, class_names, Path(output_dir) / "sample_images.png")
+
+    started = time.perf_counter()
+    history = model.fit(
+        flow, epochs=epochs, steps_per_epoch=steps,
+        validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
+        callbacks=make_callbacks(output_dir, model_path, steps * batch_size, time_limit_minutes, log),
+        verbose=0)
+    minutes = (time.perf_counter() - started) / 60
+
+    save_model_atomically(model, model_path)
+    probabilities = predict_probabilities(model, x_val)
+    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
+    save_training_curves(history.history, Path(output_dir) / "training_curves.png")
+    save_prediction_grid(x_val, y_val, probabilities, class_names,
+                         Path(output_dir) / "validation_predictions.png")
+    metadata["training"].update(epochs_run=len(history.history.get("loss", [])),
+                                wall_minutes=round(minutes, 2))
+    metadata["validation"] = {key: metrics[key] for key in ("accuracy", "macro_f1")}
+    write_json_atomically(metadata, metadata_path(model_path))
+    log(f"done in {minutes:.1f} min: validation accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {model_path}")
+    return output_dir
+
+
+def make_metadata(class_names, settings):
+    import tensorflow as tf
+
+    return {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
+            "training": dict(settings, tensorflow_version=tf.__version__,
+                             keras_version=_keras().__version__, cpu_count=os.cpu_count())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and plots
+# ---------------------------------------------------------------------------------------------
+def apply_temperature(probabilities, temperature):
+    """Re-scale softmax outputs by a calibration temperature: softmax(log p / T)."""
+    if temperature == 1.0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
+
+
+def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=256):
+    """Class probabilities for an array of faces [n, 48, 48, 1], in batches; `tta` averages each
+    face with its horizontal mirror."""
+    faces = np.asarray(faces, dtype=np.float32)
+    outputs = []
+    for start in range(0, len(faces), batch_size):
+        batch = faces[start:start + batch_size]
+        probabilities = np.asarray(model(batch, training=False))
+        if tta:
+            probabilities = (probabilities + np.asarray(model(batch[:, :, ::-1, :], training=False))) / 2
+        outputs.append(probabilities)
+    if not outputs:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return apply_temperature(np.concatenate(outputs), temperature)
+
+
+def compute_metrics(class_names, labels, probabilities):
+    """Accuracy, macro-F1 (over the classes present in `labels`) and per-class figures."""
+    from sklearn import metrics as skm
+
+    predictions = probabilities.argmax(axis=1)
+    present = sorted(set(int(label) for label in labels))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, predictions, labels=list(range(len(class_names))), zero_division=0)
+    return {
+        "accuracy": round(float(np.mean(predictions == labels)), 4),
+        "macro_f1": round(float(skm.f1_score(labels, predictions, labels=present, average="macro",
+                                             zero_division=0)), 4),
+        "expected_calibration_error": round(expected_calibration_error(labels, probabilities), 4),
+        "images": int(len(labels)),
+        "per_class": {name: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+                             "f1": round(float(f1[i]), 4), "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+    }
+
+
+def expected_calibration_error(labels, probabilities, bins=15):
+    """ECE with equal-width confidence bins: how far stated confidence is from actual accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def write_evaluation(output_dir, class_names, labels, probabilities):
+    """metrics.json, classification_report.txt and confusion_matrix.png; returns the metrics."""
+    from sklearn import metrics as skm
+
+    output_dir = Path(output_dir)
+    metrics = compute_metrics(class_names, labels, probabilities)
+    write_json_atomically(metrics, output_dir / "metrics.json")
+    present = sorted(set(int(label) for label in labels))
+    report = skm.classification_report(labels, probabilities.argmax(axis=1), labels=present,
+                                       target_names=[class_names[i] for i in present], digits=4,
+                                       zero_division=0)
+    (output_dir / "classification_report.txt").write_text(report, encoding="utf-8")
+    save_confusion_matrix(labels, probabilities.argmax(axis=1), class_names,
+                          output_dir / "confusion_matrix.png")
+    return metrics
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: a training script never opens a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_confusion_matrix(labels, predictions, class_names, path):
+    """Two seaborn heatmaps side by side: raw counts, and rows normalised to recall."""
+    import seaborn as sns
+    from sklearn import metrics as skm
+
+    plt = _pyplot()
+    counts = skm.confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6))
+    for axis, data, fmt, title in ((axes[0], counts, "d", "counts"),
+                                   (axes[1], normalised, ".2f", "normalised by true class")):
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", xticklabels=class_names,
+                    yticklabels=class_names, ax=axis, cbar=False)
+        axis.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_training_curves(history, path):
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for axis, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+        axis.plot(epochs, history.get(key, []), label=f"train {key}")
+        axis.plot(epochs, history.get(f"val_{key}", []), label=f"validation {key}")
+        axis.set(xlabel="epoch", ylabel=key, title=key.capitalize())
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_sample_grid(x, labels, class_names, path, count=25, seed=0):
+    plt = _pyplot()
+    picks = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
+    figure = _image_grid(plt, x[picks], [class_names[labels[i]] for i in picks], ["black"] * len(picks))
+    figure.suptitle("Training samples")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_prediction_grid(x, labels, probabilities, class_names, path, count=25, seed=0):
+    """Validation faces with predicted label and confidence; wrong ones in red with the truth."""
+    plt = _pyplot()
+    picks = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
+    titles, colours = [], []
+    for i in picks:
+        predicted = int(probabilities[i].argmax())
+        wrong = predicted != labels[i]
+        titles.append(f"{class_names[predicted]} {probabilities[i, predicted]:.0%}"
+                      + (f"\n(true: {class_names[labels[i]]})" if wrong else ""))
+        colours.append("red" if wrong else "green")
+    figure = _image_grid(plt, x[picks], titles, colours)
+    figure.suptitle("Validation predictions (red: wrong)")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _image_grid(plt, images, titles, colours):
+    columns = 5
+    rows = max(1, math.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2, rows * 2.3))
+    for axis in np.ravel(axes):
+        axis.axis("off")
+    for axis, image, title, colour in zip(np.ravel(axes), images, titles, colours):
+        axis.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255)
+        axis.set_title(title, fontsize=8, color=colour)
+    figure.tight_layout()
+    return figure
+
+
+def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=print):
+    """Evaluate a saved model on a folder of class folders (any subset of the model's classes)."""
+    model, metadata = load_model_bundle(model_path)
+    class_names = metadata["class_names"]
+    found = list_class_folders(test_dir)
+    unknown = sorted(set(found) - set(class_names))
+    if unknown:
+        raise UserError(f"{test_dir}: class folder(s) {', '.join(unknown)} unknown to the model "
+                        f"(it knows {', '.join(class_names)})")
+    output_dir = choose_output_dir(output_dir, overwrite)
+    x, labels, files = load_split(test_dir, found, log=log)
+    labels = np.asarray([class_names.index(found[label]) for label in labels])
+    probabilities = predict_probabilities(model, x, metadata.get("temperature", 1.0), tta=tta)
+    metrics = write_evaluation(output_dir, class_names, labels, probabilities)
+    save_prediction_grid(x, labels, probabilities, class_names, Path(output_dir) / "test_predictions.png")
+    log(f"{model_path} on {test_dir} ({len(labels)} images{', flip TTA' if tta else ''}): "
+        f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"ECE {metrics['expected_calibration_error']:.4f}; details in {output_dir}")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and loading
+# ---------------------------------------------------------------------------------------------
+def metadata_path(model_path):
+    """The JSON beside a model: models/emotion_model.h5 -> models/emotion_model.json."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_metadata(model_path):
+    path = metadata_path(model_path)
+    if not path.is_file():
+        raise UserError(f"{model_path}: no class-name file {path.name} beside it")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        class_names = metadata["class_names"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not a valid model description ({error})") from None
+    if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
+        raise UserError(f"{path}: class_names must be a non-empty list of names")
+    return metadata
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model_cached(model_path, modified):
+    return load_model_bundle(model_path)
+
+
+def load_model_bundle(model_path=DEFAULT_MODEL_PATH):
+    """Load a saved model and its JSON; checks that they fit together and fit 48x48x1 faces.
+
+    Keras's safe mode stays on: a model file cannot run Python code (Lambda layers are refused).
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise UserError(f"{model_path}: no such model file")
+    if model_path.stat().st_size == 0:
+        raise UserError(f"{model_path}: empty model file")
+    metadata = read_metadata(model_path)
+    keras = _keras()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(str(model_path), compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{model_path}: not a loadable Keras model ({message[:200]})") from None
+    input_shape = tuple(model.input_shape[1:])
+    if input_shape != INPUT_SHAPE:
+        raise UserError(f"{model_path}: expects input {input_shape}, not 48x48 grayscale {INPUT_SHAPE}")
+    outputs = model.output_shape[-1]
+    if outputs != len(metadata["class_names"]):
+        raise UserError(f"{model_path}: has {outputs} outputs but {metadata_path(model_path).name} "
+                        f"names {len(metadata['class_names'])} classes")
+    return model, metadata
+
+
+def detect_emotion(image_path, model_path=DEFAULT_MODEL_PATH):
+    """The emotion of the face in an image file (taken whole): (emotion, confidence in percent)."""
+    model_path = Path(model_path).resolve()
+    model, metadata = _load_model_cached(str(model_path), model_path.stat().st_mtime
+                                         if model_path.exists() else 0)
+    probabilities = predict_probabilities(model, load_face(image_path)[np.newaxis],
+                                          metadata.get("temperature", 1.0))[0]
+    best = int(probabilities.argmax())
+    return metadata["class_names"][best], round(float(probabilities[best]) * 100, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kaggle's fer2013.csv -> class folders
+# ---------------------------------------------------------------------------------------------
+def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
+    """Write fer2013.csv's images as PNG class folders: Training -> train/, PublicTest ->
+    validation/, PrivateTest -> test/. Returns {split: count}. Every row is checked first, so a bad
+    file writes nothing."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: no such CSV file")
+    rows = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
+            if missing:
+                raise UserError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))} "
+                                "(expected emotion, pixels, Usage)")
+            for line, row in enumerate(reader, start=2):
+                rows.append(_parse_csv_row(csv_path, line, row))
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_path}: not a text CSV file") from None
+    if not rows:
+        raise UserError(f"{csv_path}: holds no images")
+    output_dir = Path(output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UserError(f"{output_dir}: already holds files; choose an empty folder or pass --overwrite")
+    counts = {}
+    for index, (label, pixels, split) in enumerate(rows):
+        folder = output_dir / split / FER2013_CSV_CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "L").save(folder / f"{split}_{index:05d}.png")
+        counts[split] = counts.get(split, 0) + 1
+    log(f"wrote {len(rows)} images to {output_dir}: "
+        + ", ".join(f"{split} {count}" for split, count in sorted(counts.items())))
+    return counts
+
+
+def _parse_csv_row(csv_path, line, row):
+    try:
+        label = int(row["emotion"])
+        pixels = np.array(row["pixels"].split(), dtype=np.int64)
+    except (ValueError, AttributeError):
+        raise UserError(f"{csv_path}:{line}: emotion and pixels must be numbers") from None
+    if not 0 <= label < len(FER2013_CSV_CLASSES):
+        raise UserError(f"{csv_path}:{line}: emotion {label} is not 0..6")
+    if pixels.size != IMAGE_SIZE[0] * IMAGE_SIZE[1] or pixels.min() < 0 or pixels.max() > 255:
+        raise UserError(f"{csv_path}:{line}: pixels must be {IMAGE_SIZE[0] * IMAGE_SIZE[1]} values 0..255")
+    split = FER2013_CSV_SPLITS.get((row.get("Usage") or "").strip())
+    if split is None:
+        raise UserError(f"{csv_path}:{line}: Usage {row.get('Usage')!r} is not one of "
+                        f"{', '.join(FER2013_CSV_SPLITS)}")
+    return label, pixels.reshape(IMAGE_SIZE).astype(np.uint8), split
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Train a CNN to recognise facial emotions in 48x48 grayscale faces, or evaluate one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="folder with train/ and validation/ (or test/), each holding one folder per class")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the model, plots and metrics go (default: runs/train, runs/train2, ...)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="most epochs (early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE, help="Adam's initial learning rate")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--no-augment", action="store_true", help="train without rotation/zoom/shift/flip")
+    parser.add_argument("--architecture", choices=("default", "seed", "small"), default="default",
+                        help="default: this project's CNN; seed/small: the seed projects' networks, for comparison")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                        help="balanced: weight each class's loss by 1/frequency (helps rare classes such as disgust)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop after the epoch that passes this many minutes of training")
+    parser.add_argument("--workers", type=int, default=2, help="threads that augment the next batches")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
+    parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
+    parser.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir instead of training")
+    parser.add_argument("--test-dir", type=Path, help="with --evaluate: a folder of class folders")
+    parser.add_argument("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
+    parser.add_argument("--import-csv", type=Path, metavar="CSV",
+                        help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.learning_rate <= 0:
+        parser.error("--learning-rate must be positive")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be in [0, 1)")
+    if args.evaluate and not args.test_dir:
+        parser.error("--evaluate needs --test-dir")
+    if args.test_dir and not args.evaluate:
+        parser.error("--test-dir goes with --evaluate MODEL")
+    if args.import_csv and args.data_dir == DEFAULT_DATA_DIR:
+        parser.error("--import-csv needs --data-dir, the folder to write the class folders into")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.import_csv:
+            import_fer2013_csv(args.import_csv, args.data_dir, overwrite=args.overwrite)
+        elif args.evaluate:
+            output_dir = args.output_dir or DEFAULT_RUNS_DIR / "evaluate"
+            evaluate(args.evaluate, args.test_dir, output_dir, tta=args.tta, overwrite=args.overwrite or args.output_dir is None)
+        else:
+            train(args.data_dir, args.output_dir, 1 if args.dry_run else args.epochs, args.batch_size,
+                  args.learning_rate, args.seed, not args.no_augment, args.architecture,
+                  args.label_smoothing, args.class_weight, args.workers, args.time_limit,
+                  args.overwrite, max_batches=2 if args.dry_run else None)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
