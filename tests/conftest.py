@@ -1,0 +1,44 @@
+"""Shared fixtures: small class-folder trees made from the real FER-2013 sample in dataset/."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+import emotion_recognition as er  # noqa: E402
+
+SAMPLE_DIR = PROJECT_DIR / "dataset"
+
+
+def copy_sample(destination, classes=("happy", "sad"), train_per_class=8, validation_per_class=4,
+                validation_name="validation"):
+    """A tiny data tree of real FER-2013 faces: destination/train/<class>, destination/<val>/<class>."""
+    for split, source_split, count in (("train", "train", train_per_class),
+                                       (validation_name, "validation", validation_per_class)):
+        for name in classes:
+            target = Path(destination) / split / name
+            target.mkdir(parents=True)
+            for path in sorted((SAMPLE_DIR / source_split / name).iterdir())[:count]:
+                shutil.copy(path, target / path.name)
+    return Path(destination)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    return copy_sample(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One real training run (1 epoch, 2 classes) through main(), shared by the tests that need a model."""
+    root = tmp_path_factory.mktemp("trained")
+    data = copy_sample(root / "data")
+    output = root / "run"
+    status = er.main(["--data-dir", str(data), "--output-dir", str(output), "--epochs", "1",
+                      "--batch-size", "8", "--seed", "1"])
+    assert status == 0
+    return {"data": data, "output": output, "model": output / "emotion_model.h5"}

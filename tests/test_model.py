@@ -1,0 +1,93 @@
+"""Model building, saving with class names, loading checks, calibration maths."""
+
+import json
+
+import numpy as np
+import pytest
+
+import emotion_recognition as er
+
+
+@pytest.mark.parametrize("architecture", ["default", "seed", "small"])
+def test_build_model_maps_48x48_faces_to_class_probabilities(architecture):
+    model = er.build_model(3, architecture)
+    assert model.input_shape == (None, 48, 48, 1)
+    assert model.output_shape == (None, 3)
+    faces = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype("float32")
+    probabilities = np.asarray(model(faces, training=False))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_default_model_is_sequential_with_rescaling_first():
+    keras = er._keras()
+    model = er.build_model(7)
+    assert isinstance(model, keras.Sequential)
+    assert isinstance(model.layers[0], keras.layers.Rescaling)
+    assert model.layers[0].scale == pytest.approx(1 / 255)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+    deep_convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-2:]
+    assert all(layer.kernel_regularizer is not None for layer in deep_convolutions)
+
+
+def test_unknown_architecture_is_a_user_error():
+    with pytest.raises(er.UserError, match="unknown architecture"):
+        er.build_model(7, "resnet")
+
+
+def test_class_names_round_trip_through_the_saved_model(tmp_path):
+    model = er.build_model(3)
+    path = tmp_path / "m.h5"
+    er.save_model_atomically(model, path)
+    er.write_json_atomically(er.make_metadata(["b", "a", "c"], {}), er.metadata_path(path))
+    loaded, metadata = er.load_model_bundle(path)
+    assert metadata["class_names"] == ["b", "a", "c"]
+    faces = np.random.default_rng(1).uniform(0, 255, (4, 48, 48, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(faces)), np.asarray(model(faces)), atol=1e-5)
+    assert not list(tmp_path.glob(".*partial*")), "no temporary file left behind"
+
+
+def test_model_whose_outputs_differ_from_its_class_names_is_refused(tmp_path):
+    path = tmp_path / "m.h5"
+    er.save_model_atomically(er.build_model(3), path)
+    er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
+    with pytest.raises(er.UserError, match="has 3 outputs but m.json names 2 classes"):
+        er.load_model_bundle(path)
+
+
+def test_model_without_json_or_with_bad_bytes_is_refused(tmp_path):
+    path = tmp_path / "m.h5"
+    er.save_model_atomically(er.build_model(2), path)
+    with pytest.raises(er.UserError, match="no class-name file m.json"):
+        er.load_model_bundle(path)
+    er.metadata_path(path).write_text(json.dumps({"class_names": ["a", "b"]}))
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(er.UserError, match="not a loadable Keras model"):
+        er.load_model_bundle(path)
+    path.write_bytes(b"")
+    with pytest.raises(er.UserError, match="empty model file"):
+        er.load_model_bundle(path)
+
+
+def test_temperature_softens_without_changing_the_ranking():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.05, 0.9, 0.05]])
+    softened = er.apply_temperature(probabilities, 2.0)
+    np.testing.assert_allclose(softened.sum(axis=1), 1.0)
+    assert (softened.argmax(axis=1) == probabilities.argmax(axis=1)).all()
+    assert (softened.max(axis=1) < probabilities.max(axis=1)).all()
+    np.testing.assert_allclose(er.apply_temperature(probabilities, 1.0), probabilities)
+
+
+def test_expected_calibration_error():
+    labels = np.array([0, 0, 1, 1])
+    # Says 100% and is right every time: perfectly calibrated.
+    assert er.expected_calibration_error(labels, np.eye(2)[labels]) == pytest.approx(0.0)
+    # Says 90% and is right half the time: 0.4 off.
+    probabilities = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.9, 0.1]])
+    assert er.expected_calibration_error(labels, probabilities) == pytest.approx(0.4)
+
+
+def test_balanced_sample_weights_make_every_class_weigh_the_same():
+    labels = np.array([0] * 90 + [1] * 10)
+    weights = er.balanced_sample_weights(labels, 2)
+    assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
