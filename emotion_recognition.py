@@ -128,11 +128,11 @@ def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def open_image(path):
-    """Open any image file as 8-bit grayscale PIL image, upright (EXIF orientation applied).
+def read_image(path):
+    """Open an image file as an upright PIL image (EXIF orientation applied), any mode.
 
-    Handles the modes people's files come in: RGB, RGBA (composited on white, so a transparent
-    background does not turn black), palette, 16-bit and CMYK.
+    Errors a user can cause (missing, unreadable, not an image, truncated) become one-line
+    `UserError`s naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -142,32 +142,44 @@ def open_image(path):
     try:
         with Image.open(path) as image:
             image.load()
-            image = ImageOps.exif_transpose(image)
+            return ImageOps.exif_transpose(image)
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UserError(f"{path}: broken image ({error})") from None
-    return to_grayscale(image)
+
+
+def open_image(path):
+    """Any image file -> upright 8-bit grayscale PIL image."""
+    return to_grayscale(read_image(path))
 
 
 def to_grayscale(image):
     """Convert a PIL image of any mode to 8-bit grayscale ('L')."""
+    if image.mode == "L":
+        return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit integer pixels: rescale to 0..255 rather than clipping everything to white.
         array = np.asarray(image, dtype=np.float64)
         maximum = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         return Image.fromarray(np.clip(array / maximum * 255.0, 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    return to_rgb(image).convert("L")
+
+
+def to_rgb(image):
+    """Convert a PIL image of any mode to 8-bit RGB. Transparent pixels become white, so a
+    cut-out face on a transparent background does not sit on black."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return to_grayscale(image).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    if image.mode == "F":
-        return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
-    if image.mode != "L":
-        image = image.convert("RGB").convert("L")
-    return image
+    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 def preprocess_face(image):

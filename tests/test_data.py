@@ -38,7 +38,8 @@ def test_training_pipeline_and_predict_give_the_same_input_array(tmp_path):
     x, _, files = er.load_split(train_dir, ["happy", "sad"])
     assert files[0] == str(first_file)
     model = RecordingModel(2)
-    predict.predict_files([first_file], model, ["happy", "sad"])
+    classifier = predict.Classifier(model, {"class_names": ["happy", "sad"]})
+    predict.predict_images([first_file], classifier, predict.FaceDetector("haar"))
     predict_array = model.seen[0][0]
     np.testing.assert_array_equal(keras_array, x[0])
     np.testing.assert_array_equal(keras_array, predict_array)

@@ -1,0 +1,173 @@
+"""Faces in real photos and videos: detection, boxes, annotation, video frames, CSV."""
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict
+from conftest import PROJECT_DIR, SAMPLE_DIR
+
+ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (see tests/data/README.md)
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def no_face_picture(path):
+    """A smooth gradient with a few rectangles: nothing a face detector should fire on."""
+    y, x = np.mgrid[0:300, 0:400]
+    pixels = np.stack([x * 255 // 400, y * 255 // 300, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    pixels[50:120, 60:200] = (20, 160, 40)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def two_face_picture(path):
+    """Two real FER-2013 faces, enlarged, on a plain background: one large, one smaller."""
+    canvas = Image.new("L", (640, 360), 200)
+    faces = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())
+    large = Image.open(faces[0]).resize((200, 200), Image.Resampling.BICUBIC)
+    small = Image.open(faces[1]).resize((140, 140), Image.Resampling.BICUBIC)
+    canvas.paste(large, (40, 80))
+    canvas.paste(small, (420, 110))
+    canvas.convert("RGB").save(path)
+    return path
+
+
+def test_haar_finds_the_face_in_a_real_photo():
+    detector = predict.FaceDetector("haar")
+    image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    boxes = detector.detect(image)
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    # Eileen Collins's face sits around x 180-270, y 70-160 in this 512x512 picture.
+    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150 and 60 < w < 140
+
+
+def test_no_face_is_not_an_error(trained_run, tmp_path, capsys):
+    picture = no_face_picture(tmp_path / "landscape.png")
+    assert predict.main([str(picture), "--model", str(trained_run["model"])]) == 0
+    assert capsys.readouterr().out.strip() == f"{picture}: no face found"
+    assert predict.main([str(picture), "--model", str(trained_run["model"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"] == []
+
+
+def test_every_face_is_classified_largest_first_with_boxes_in_original_pixels(trained_run, tmp_path, capsys):
+    picture = two_face_picture(tmp_path / "two.jpg")
+    assert predict.main([str(picture), "--model", str(trained_run["model"]), "--json"]) == 0
+    faces = json.loads(capsys.readouterr().out)[0]["faces"]
+    assert len(faces) == 2
+    (x0, y0, w0, h0), (x1, y1, w1, h1) = faces[0]["box"], faces[1]["box"]
+    assert w0 * h0 > w1 * h1
+    # Pasted at (40, 80) 200 px wide and at (420, 110) 140 px wide: centres (140, 180), (490, 180).
+    assert abs(x0 + w0 / 2 - 140) < 30 and abs(y0 + h0 / 2 - 180) < 30
+    assert abs(x1 + w1 / 2 - 490) < 30 and abs(y1 + h1 / 2 - 180) < 30
+
+
+def test_large_photo_is_detected_on_a_downscaled_copy(trained_run, tmp_path, capsys):
+    big = tmp_path / "big.jpg"
+    Image.open(ASTRONAUT).resize((3072, 3072), Image.Resampling.BICUBIC).save(big)
+    assert predict.main([str(big), "--model", str(trained_run["model"]), "--json"]) == 0
+    [face] = json.loads(capsys.readouterr().out)[0]["faces"]
+    x, y, w, h = face["box"]
+    assert 900 < x + w / 2 < 1560 and 480 < y + h / 2 < 900  # six times the 512-px position
+
+
+def test_small_crops_are_classified_whole_and_no_detect_takes_any_image_whole(trained_run, capsys):
+    crop = sorted((SAMPLE_DIR / "validation" / "sad").iterdir())[0]
+    assert predict.main([str(crop), "--model", str(trained_run["model"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"][0]["box"] == [0, 0, 48, 48]
+    assert predict.main([str(ASTRONAUT), "--model", str(trained_run["model"]), "--json", "--no-detect"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"][0]["box"] == [0, 0, 512, 512]
+
+
+def test_annotate_writes_copies_and_never_touches_inputs(trained_run, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "astronaut.jpg"
+    photo.write_bytes(ASTRONAUT.read_bytes())
+    before = digest(photo)
+    # Annotating into the input folder itself must still not overwrite the input.
+    assert predict.main([str(folder), "--model", str(trained_run["model"]), "--annotate", str(folder)]) == 0
+    assert digest(photo) == before
+    annotated = folder / "astronaut_annotated.jpg"
+    assert annotated.is_file()
+    original, marked = np.asarray(Image.open(photo)), np.asarray(Image.open(annotated))
+    assert original.shape == marked.shape
+    assert np.abs(original.astype(int) - marked).max() > 100, "boxes were drawn"
+    # A second run does not overwrite the first annotation either.
+    first = digest(annotated)
+    assert predict.main([str(photo), "--model", str(trained_run["model"]), "--annotate", str(folder)]) == 0
+    assert digest(annotated) == first and (folder / "astronaut_annotated_2.jpg").is_file()
+
+
+def make_video(path, frames=6, fps=5):
+    import cv2
+
+    face = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    blank = np.full_like(face, 90)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (face.shape[1], face.shape[0]))
+    for index in range(frames):
+        writer.write(cv2.cvtColor(face if index % 3 != 2 else blank, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_video_frames_json_csv_and_annotated_video(trained_run, tmp_path, capsys):
+    import cv2
+
+    video = make_video(tmp_path / "clip.avi")
+    before = digest(video)
+    out = tmp_path / "out"
+    table = tmp_path / "emotions.csv"
+    status = predict.main([str(video), "--model", str(trained_run["model"]), "--json", "--every", "1",
+                           "--csv", str(table), "--annotate", str(out)])
+    assert status == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [result["frame"] for result in results] == [0, 1, 2, 3, 4, 5]
+    assert [result["time"] for result in results] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [len(result["faces"]) for result in results] == [1, 1, 0, 1, 1, 0]
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 4
+    assert set(rows[0]) >= {"file", "frame", "time", "x", "y", "w", "h", "emotion", "confidence", "happy", "sad"}
+    assert [row["frame"] for row in rows] == ["0", "1", "3", "4"]
+    annotated = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    annotated.release()
+    assert digest(video) == before
+
+
+def test_every_nth_frame(trained_run, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.avi")
+    assert predict.main([str(video), "--model", str(trained_run["model"]), "--json", "--every", "2"]) == 0
+    assert [result["frame"] for result in json.loads(capsys.readouterr().out)] == [0, 2, 4]
+
+
+def test_folders_mix_images_and_videos_and_a_bad_file_does_not_stop_the_batch(trained_run, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    make_video(folder / "sub" / "clip.avi", frames=3)
+    (folder / "face.jpg").write_bytes(ASTRONAUT.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    (folder / "sub" / "loop").symlink_to(folder)  # a symlink loop must not hang the walk
+    status = predict.main([str(folder), "--model", str(trained_run["model"]), "--json"])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert status == 1
+    assert "broken.png" in captured.err
+    files = {result["file"] for result in results}
+    assert str(folder / "face.jpg") in files and str(folder / "sub" / "clip.avi") in files
+    assert sum(1 for result in results if result["file"].endswith("clip.avi")) == 3
+
+
+def test_mtcnn_finds_the_same_face_offline():
+    detector = predict.FaceDetector("mtcnn")
+    boxes = detector.detect(np.asarray(Image.open(ASTRONAUT).convert("RGB")))
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150
