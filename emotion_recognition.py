@@ -250,7 +250,8 @@ def check_class_folders(split_dir, class_names=None, min_images=1):
     for name in found:
         count = len(list_images(Path(split_dir) / name))
         if count < min_images:
-            raise UserError(f"{Path(split_dir) / name}: holds {count} images, needs at least {min_images}")
+            raise UserError(f"{Path(split_dir) / name}: holds {count} image{'' if count == 1 else 's'}, "
+                            f"needs at least {min_images}")
     return found
 
 
@@ -396,84 +397,157 @@ def make_training_flow(x, y, num_classes, batch_size, seed, augment=True, sample
     return flow
 
 
-def make_callbacks(output_dir, model_path, epoch_images, time_limit_minutes=None, log=print):
+def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_minutes=None,
+                   resume_state=None, log=print):
+    """Early stopping (best weights back), LR cut on plateau, best-only checkpoint, CSV history,
+    a line an epoch, and the state that --resume needs, saved after every epoch."""
     keras = _keras()
-    return [
-        EpochReport(epoch_images, time_limit_minutes, log=log),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
-                                          min_lr=1e-5, verbose=0),
-        AtomicModelCheckpoint(str(model_path), monitor="val_accuracy", mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=EARLY_STOP_PATIENCE,
-                                      restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv")),
-    ]
+    classes = _callback_classes()
+    report = classes.EpochReport(epoch_images, time_limit_minutes, log=log)
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
+                                                  min_lr=1e-5)
+    checkpoint = classes.AtomicModelCheckpoint(str(model_path), monitor="val_accuracy", mode="max",
+                                               save_best_only=True)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                                   patience=EARLY_STOP_PATIENCE, restore_best_weights=True)
+    history = keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv"), append=resume_state is not None)
+    state = classes.TrainingState(output_dir, model_path, settings, report, reduce_lr, checkpoint,
+                                  early_stopping, resume_state)
+    # Order matters: the report adds timing to the logs that CSVLogger writes, and the state is
+    # saved last, after every other callback has updated its own.
+    return [report, reduce_lr, checkpoint, early_stopping, history, state]
 
 
-def _callback_base():
-    return _keras().callbacks.Callback
+STATE_FILE = "training_state.json"
+LAST_CHECKPOINT = "last_checkpoint.keras"
 
 
-class EpochReport:
-    """Prints one line an epoch (time, images/s, accuracy) and enforces an optional time limit.
+@functools.lru_cache(maxsize=None)
+def _callback_classes():
+    """The project's Keras callbacks, defined on first use so that importing this module (and
+    `--help`) does not wait for TensorFlow."""
+    import types
 
-    Built as a Keras Callback on first use (see __new__), so importing this module stays cheap.
-    """
+    keras = _keras()
 
-    def __new__(cls, *args, **kwargs):
-        keras = _keras()
+    class EpochReport(keras.callbacks.Callback):
+        """One line an epoch: time, images/s, the share of time spent waiting for input data,
+        accuracy; also stops training once an optional time limit has passed."""
 
-        class _EpochReport(keras.callbacks.Callback):
-            def __init__(self, epoch_images, time_limit_minutes=None, log=print):
-                super().__init__()
-                self.epoch_images = epoch_images
-                self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
-                self.log = log
-                self.started = None
+        def __init__(self, epoch_images, time_limit_minutes=None, log=print):
+            super().__init__()
+            self.epoch_images = epoch_images
+            self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
+            self.log = log
+            self.elapsed_before = 0.0
 
-            def on_train_begin(self, logs=None):
-                self.started = time.perf_counter()
+        def on_train_begin(self, logs=None):
+            self.started = time.perf_counter() - self.elapsed_before
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch_started = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+            self.batch_ended = None
+            self.waiting = 0.0
 
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs if logs is not None else {}
-                now = time.perf_counter()
-                seconds = now - self.epoch_started
-                logs["epoch_seconds"] = round(seconds, 2)
-                logs["elapsed_seconds"] = round(now - self.started, 1)
-                logs["images_per_second"] = round(self.epoch_images / seconds, 1)
-                logs["learning_rate"] = float(_keras().ops.convert_to_numpy(
-                    self.model.optimizer.learning_rate))
-                self.log(f"epoch {epoch + 1}: {seconds:.0f}s ({logs['images_per_second']:.0f} img/s, "
-                         f"{logs['elapsed_seconds'] / 60:.1f} min in) loss {logs.get('loss', 0):.4f} "
-                         f"acc {logs.get('accuracy', 0):.4f} val_loss {logs.get('val_loss', 0):.4f} "
-                         f"val_acc {logs.get('val_accuracy', 0):.4f} lr {logs['learning_rate']:.2g}")
-                if self.time_limit_s and now - self.started >= self.time_limit_s:
-                    self.log(f"time limit of {self.time_limit_s / 60:g} min reached; stopping")
-                    self.model.stop_training = True
+        def on_train_batch_begin(self, batch, logs=None):
+            # Between one batch's end and the next one's start, Keras fetches the next batch:
+            # that gap is the time the model waits for the input pipeline.
+            if self.batch_ended is not None:
+                self.waiting += time.perf_counter() - self.batch_ended
 
-        return _EpochReport(*args, **kwargs)
+        def on_train_batch_end(self, batch, logs=None):
+            self.batch_ended = time.perf_counter()
 
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            now = time.perf_counter()
+            seconds = now - self.epoch_started
+            logs["epoch_seconds"] = round(seconds, 2)
+            logs["elapsed_seconds"] = round(now - self.started, 1)
+            logs["images_per_second"] = round(self.epoch_images / seconds, 1)
+            logs["input_wait_share"] = round(self.waiting / seconds, 4)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.log(f"epoch {epoch + 1}: {seconds:.0f}s ({logs['images_per_second']:.0f} img/s, "
+                     f"input wait {logs['input_wait_share']:.0%}, {logs['elapsed_seconds'] / 60:.1f} min in) "
+                     f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+                     f"val_loss {logs.get('val_loss', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                     f"lr {logs['learning_rate']:.2g}")
+            if self.time_limit_s and now - self.started >= self.time_limit_s:
+                self.log(f"time limit of {self.time_limit_s / 60:g} min reached; stopping")
+                self.model.stop_training = True
 
-class AtomicModelCheckpoint:
-    """Keras's best-only ModelCheckpoint, but each save goes to a temporary file that is then
-    renamed over the old one: a crash mid-save never leaves a broken model where a good one was."""
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        """Keras's best-only ModelCheckpoint, but each save goes to a temporary file that is then
+        renamed over the old one: a crash mid-save never leaves a broken model where a good one was."""
 
-    def __new__(cls, filepath, **kwargs):
-        keras = _keras()
+        def __init__(self, filepath, **kwargs):
+            self.final_path = Path(filepath)
+            super().__init__(str(temporary_path(self.final_path)), **kwargs)
 
-        class _AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-            def __init__(self, filepath, **kwargs):
-                self.final_path = Path(filepath)
-                super().__init__(str(temporary_path(self.final_path)), **kwargs)
-
-            def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch, logs=None):
+            # The .h5 model is for prediction: no optimizer in it. (Keras 3.15's legacy .h5
+            # writer, asked to include the optimizer, also deletes it from the model's compile
+            # config, and the resumable .keras checkpoint then loses its optimizer state.)
+            self.model.save = functools.partial(type(self.model).save, self.model, include_optimizer=False)
+            try:
                 super().on_epoch_end(epoch, logs)
-                if Path(self.filepath).exists():
-                    os.replace(self.filepath, self.final_path)
+            finally:
+                del self.model.save
+            if Path(self.filepath).exists():
+                os.replace(self.filepath, self.final_path)
 
-        return _AtomicModelCheckpoint(filepath, **kwargs)
+    class TrainingState(keras.callbacks.Callback):
+        """After every epoch: the model with its optimizer state (last_checkpoint.keras) and the
+        callbacks' counters (training_state.json), so --resume carries on where this left off."""
+
+        def __init__(self, output_dir, model_path, settings, report, reduce_lr, checkpoint,
+                     early_stopping, resume_state=None):
+            super().__init__()
+            self.output_dir = Path(output_dir)
+            self.model_path = model_path
+            self.settings = settings
+            self.report, self.reduce_lr = report, reduce_lr
+            self.checkpoint, self.early_stopping = checkpoint, early_stopping
+            self.resume_state = resume_state
+
+        def on_train_begin(self, logs=None):
+            # Runs after the other callbacks' on_train_begin, which reset their counters.
+            state = self.resume_state
+            if not state:
+                return
+            self.early_stopping.wait = state["early_stopping"]["wait"]
+            self.early_stopping.best = state["early_stopping"]["best"]
+            self.early_stopping.best_epoch = state["early_stopping"]["best_epoch"]
+            if Path(self.model_path).is_file():
+                best = keras.models.load_model(str(self.model_path), compile=False, safe_mode=True)
+                self.early_stopping.best_weights = best.get_weights()
+            self.reduce_lr.wait = state["reduce_lr"]["wait"]
+            self.reduce_lr.best = state["reduce_lr"]["best"]
+            self.reduce_lr.cooldown_counter = state["reduce_lr"]["cooldown_counter"]
+            self.checkpoint.best = state["checkpoint_best"]
+            self.report.started = time.perf_counter() - state["elapsed_seconds"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            save_model_atomically(self.model, self.output_dir / LAST_CHECKPOINT)
+            write_json_atomically({
+                "epochs_done": epoch + 1,
+                "elapsed_seconds": round(time.perf_counter() - self.report.started, 1),
+                "early_stopping": {"wait": self.early_stopping.wait, "best": _plain(self.early_stopping.best),
+                                   "best_epoch": self.early_stopping.best_epoch},
+                "reduce_lr": {"wait": self.reduce_lr.wait, "best": _plain(self.reduce_lr.best),
+                              "cooldown_counter": self.reduce_lr.cooldown_counter},
+                "checkpoint_best": _plain(self.checkpoint.best),
+                "stopped": bool(self.model.stop_training),
+                "settings": self.settings,
+            }, self.output_dir / STATE_FILE)
+
+    return types.SimpleNamespace(EpochReport=EpochReport, AtomicModelCheckpoint=AtomicModelCheckpoint,
+                                 TrainingState=TrainingState)
+
+
+def _plain(value):
+    """A NumPy or tensor scalar as a JSON number (None stays None)."""
+    return None if value is None else float(value)
 
 
 def temporary_path(path):
@@ -483,9 +557,14 @@ def temporary_path(path):
 
 
 def save_model_atomically(model, path):
+    """Save to a temporary sibling, then rename: a crash mid-save never breaks the old file.
+    An .h5 file is for prediction and leaves the optimizer out (see AtomicModelCheckpoint)."""
     path = Path(path)
     partial = temporary_path(path)
-    model.save(str(partial))
+    if path.suffix == ".h5":
+        model.save(str(partial), include_optimizer=False)
+    else:
+        model.save(str(partial))
     os.replace(partial, path)
 
 
@@ -518,63 +597,144 @@ def choose_output_dir(output_dir, overwrite=False):
     return output_dir
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM during training; carries the run folder so the user can resume."""
+
+    def __init__(self, output_dir, epochs_done):
+        super().__init__(str(output_dir))
+        self.output_dir, self.epochs_done = output_dir, epochs_done
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (a job scheduler, `kill`) ends training like Ctrl-C: what is saved stays saved."""
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
           learning_rate=DEFAULT_LEARNING_RATE, seed=DEFAULT_SEED, augment=True, architecture="default",
           label_smoothing=0.0, class_weighting="none", workers=2, time_limit_minutes=None,
-          overwrite=False, max_batches=None, log=print):
+          overwrite=False, max_batches=None, resume_state=None, log=print):
     """Train a model on `data_dir`/train, validate on validation/ (or test/), write all artifacts.
 
-    Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it).
+    Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it);
+    `resume_state` (read by `resume()`) continues an interrupted run in its own folder.
     """
     keras = _keras()
     train_dir, validation_dir = find_splits(data_dir)
-    class_names = check_class_folders(train_dir, min_images=1)
+    class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
-    output_dir = choose_output_dir(output_dir, overwrite)
+    output_dir = Path(output_dir) if resume_state else choose_output_dir(output_dir, overwrite)
     log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
 
     x_train, y_train, _ = load_split(train_dir, class_names, log=log)
-    x_val, y_val, val_files = load_split(validation_dir, class_names, log=log)
+    x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
     log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}")
 
-    keras.utils.set_random_seed(seed)
-    model = build_model(len(class_names), architecture, learning_rate, label_smoothing)
-    sample_weight = (balanced_sample_weights(y_train, len(class_names))
-                     if class_weighting == "balanced" else None)
-    flow = make_training_flow(x_train, y_train, len(class_names), batch_size, seed, augment,
-                              sample_weight, workers)
-    steps = len(flow) if max_batches is None else min(len(flow), max_batches)
+    keras.utils.set_random_seed(seed + (resume_state["epochs_done"] if resume_state else 0))
     model_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
     settings = dict(data_dir=str(data_dir), epochs=epochs, batch_size=batch_size,
                     learning_rate=learning_rate, seed=seed, augment=augment, architecture=architecture,
-                    label_smoothing=label_smoothing, class_weighting=class_weighting,
-                    time_limit_minutes=time_limit_minutes, command=" ".join(sys.argv))
-    metadata = make_metadata(class_names, settings)
-    # The class names go to disk before the first checkpoint, so every saved model has them.
-    write_json_atomically(metadata, metadata_path(model_path))
-    save_sample_grid(x_train, y_train, class_names, Path(output_dir) / "sample_images.png")
-
-    started = time.perf_counter()
-    history = model.fit(
-        flow, epochs=epochs, steps_per_epoch=steps,
-        validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
-        callbacks=make_callbacks(output_dir, model_path, steps * batch_size, time_limit_minutes, log),
-        verbose=0)
-    minutes = (time.perf_counter() - started) / 60
+                    label_smoothing=label_smoothing, class_weighting=class_weighting, workers=workers,
+                    time_limit_minutes=time_limit_minutes, max_batches=max_batches)
+    if resume_state:
+        model = load_checkpoint(Path(output_dir) / LAST_CHECKPOINT)
+        metadata = read_metadata(model_path)
+        initial_epoch = resume_state["epochs_done"]
+        log(f"resuming after epoch {initial_epoch}")
+    else:
+        model = build_model(len(class_names), architecture, learning_rate, label_smoothing)
+        metadata = make_metadata(class_names, dict(settings, command=" ".join(sys.argv)))
+        initial_epoch = 0
+        # The class names go to disk before the first checkpoint, so every saved model has them.
+        write_json_atomically(metadata, metadata_path(model_path))
+        save_sample_grid(x_train, y_train, class_names, Path(output_dir) / "sample_images.png")
+    sample_weight = (balanced_sample_weights(y_train, len(class_names))
+                     if class_weighting == "balanced" else None)
+    flow = make_training_flow(x_train, y_train, len(class_names), batch_size,
+                              seed + initial_epoch, augment, sample_weight, workers)
+    steps = len(flow) if max_batches is None else min(len(flow), max_batches)
+    callbacks = make_callbacks(output_dir, model_path, steps * batch_size, settings, time_limit_minutes,
+                               resume_state, log)
+    try:
+        with _sigterm_as_interrupt():
+            model.fit(flow, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                      validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
+                      callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        state = read_training_state(output_dir, required=False)
+        raise TrainingInterrupted(output_dir, state["epochs_done"] if state else 0) from None
 
     save_model_atomically(model, model_path)
     probabilities = predict_probabilities(model, x_val)
     metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
-    save_training_curves(history.history, Path(output_dir) / "training_curves.png")
+    history = read_history(Path(output_dir) / "history.csv")
+    save_training_curves(history, Path(output_dir) / "training_curves.png")
     save_prediction_grid(x_val, y_val, probabilities, class_names,
                          Path(output_dir) / "validation_predictions.png")
-    metadata["training"].update(epochs_run=len(history.history.get("loss", [])),
-                                wall_minutes=round(minutes, 2))
+    minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
+    metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
     metadata["validation"] = {key: metrics[key] for key in ("accuracy", "macro_f1")}
     write_json_atomically(metadata, metadata_path(model_path))
+    state = read_training_state(output_dir)
+    write_json_atomically(dict(state, finished=True), Path(output_dir) / STATE_FILE)
     log(f"done in {minutes:.1f} min: validation accuracy {metrics['accuracy']:.4f}, "
         f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {model_path}")
     return output_dir
+
+
+def read_training_state(output_dir, required=True):
+    path = Path(output_dir) / STATE_FILE
+    if not path.is_file():
+        if not required:
+            return None
+        raise UserError(f"{output_dir}: no {STATE_FILE}; not a run folder that can be resumed")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise UserError(f"{path}: unreadable ({error})") from None
+
+
+def resume(output_dir, log=print):
+    """Continue an interrupted run from its last finished epoch, with the same settings."""
+    state = read_training_state(output_dir)
+    if state.get("finished") or state.get("stopped"):
+        raise UserError(f"{output_dir}: that run already finished; nothing to resume")
+    if not (Path(output_dir) / LAST_CHECKPOINT).is_file():
+        raise UserError(f"{output_dir}: no {LAST_CHECKPOINT} to resume from")
+    settings = dict(state["settings"])
+    return train(output_dir=output_dir, resume_state=state, log=log, **settings)
+
+
+def load_checkpoint(path):
+    """A training checkpoint with its optimizer state (safe mode: no code runs from the file)."""
+    keras = _keras()
+    try:
+        return keras.models.load_model(str(path), safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
+        raise UserError(f"{path}: cannot resume from it ({str(error).splitlines()[0][:200]})") from None
+
+
+def read_history(path):
+    """history.csv as {column: [values]}: the whole run's, across resumes."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")]
+            for key in (rows[0] if rows else {})}
 
 
 def make_metadata(class_names, settings):
@@ -813,6 +973,9 @@ def load_model_bundle(model_path=DEFAULT_MODEL_PATH):
             model = keras.models.load_model(str(model_path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "Lambda" in message or "unsafe" in message.lower():
+            raise UserError(f"{model_path}: refused: it holds a Lambda layer with Python code, which "
+                            "could do anything on this machine; Keras's safe mode does not run it") from None
         raise UserError(f"{model_path}: not a loadable Keras model ({message[:200]})") from None
     input_shape = tuple(model.input_shape[1:])
     if input_shape != INPUT_SHAPE:
@@ -916,6 +1079,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="threads that augment the next batches")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an interrupted training run from its last finished epoch")
     parser.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir instead of training")
     parser.add_argument("--test-dir", type=Path, help="with --evaluate: a folder of class folders")
     parser.add_argument("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
@@ -943,6 +1108,8 @@ def main(argv=None):
     try:
         if args.import_csv:
             import_fer2013_csv(args.import_csv, args.data_dir, overwrite=args.overwrite)
+        elif args.resume:
+            resume(args.resume)
         elif args.evaluate:
             output_dir = args.output_dir or DEFAULT_RUNS_DIR / "evaluate"
             evaluate(args.evaluate, args.test_dir, output_dir, tta=args.tta, overwrite=args.overwrite or args.output_dir is None)
@@ -954,6 +1121,11 @@ def main(argv=None):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except TrainingInterrupted as stop:
+        print(f"interrupted after {stop.epochs_done} finished epoch(s); the best model so far is in "
+              f"{stop.output_dir}; continue with: python {Path(sys.argv[0]).name} --resume {stop.output_dir}",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

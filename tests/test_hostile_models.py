@@ -1,0 +1,86 @@
+"""A model file from a stranger cannot run code, and wrong model files get one clear line."""
+
+import numpy as np
+import pytest
+
+import emotion_recognition as er
+import predict
+from conftest import SAMPLE_DIR
+
+
+def lambda_model(marker):
+    """A model whose Lambda layer writes `marker` whenever it runs."""
+    keras = er._keras()
+    # The path is a constant inside the lambda's own code, which is what the file carries.
+    side_effect = eval(f"lambda t: (open({str(marker)!r}, 'w').write('ran'), t)[1]")
+    model = keras.Sequential([
+        keras.Input((48, 48, 1)),
+        keras.layers.Lambda(side_effect),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_a_lambda_layer_is_refused_and_never_runs(tmp_path, suffix):
+    keras = er._keras()
+    marker = tmp_path / "lambda_ran"
+    path = tmp_path / f"hostile{suffix}"
+    lambda_model(marker).save(str(path))
+    er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
+    marker.unlink(missing_ok=True)
+    with pytest.raises(er.UserError, match="Lambda layer"):
+        er.load_model_bundle(path)
+    assert not marker.exists(), "the lambda ran while loading"
+    # The check above can fail: loading the same file unsafely does run the lambda.
+    keras.models.load_model(str(path), compile=False, safe_mode=False)(np.zeros((1, 48, 48, 1)))
+    assert marker.exists()
+
+
+def test_predict_refuses_a_hostile_model_with_one_line(tmp_path, capsys):
+    marker = tmp_path / "lambda_ran"
+    path = tmp_path / "hostile.h5"
+    lambda_model(marker).save(str(path))
+    er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
+    marker.unlink(missing_ok=True)
+    image = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[0]
+    assert predict.main([str(image), "--model", str(path)]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {path}: ") and "Lambda" in line
+    assert not marker.exists()
+
+
+def test_wrong_input_shape_is_refused(tmp_path):
+    keras = er._keras()
+    path = tmp_path / "colour.h5"
+    keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(),
+                      keras.layers.Dense(2, activation="softmax")]).save(str(path))
+    er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
+    with pytest.raises(er.UserError, match=r"expects input \(64, 64, 3\), not 48x48 grayscale"):
+        er.load_model_bundle(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty model file"),
+    (b"just some text, not a model\n", "not a loadable Keras model"),
+    (bytes(range(256)) * 40, "not a loadable Keras model"),
+])
+def test_broken_model_files(tmp_path, content, message):
+    path = tmp_path / "model.h5"
+    path.write_bytes(content)
+    er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
+    with pytest.raises(er.UserError, match=message) as error:
+        er.load_model_bundle(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_broken_class_name_json(tmp_path):
+    path = tmp_path / "model.h5"
+    er.save_model_atomically(er.build_model(2), path)
+    er.metadata_path(path).write_text("{ not json")
+    with pytest.raises(er.UserError, match="not a valid model description"):
+        er.load_model_bundle(path)
+    er.metadata_path(path).write_text('{"class_names": []}')
+    with pytest.raises(er.UserError, match="non-empty list"):
+        er.load_model_bundle(path)

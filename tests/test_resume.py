@@ -1,0 +1,101 @@
+"""Interrupted training keeps its work and resumes where it left off."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import emotion_recognition as er
+from conftest import PROJECT_DIR, copy_sample
+
+
+class StopAt:
+    """A log function that presses Ctrl-C when training reports the given epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, message, **kwargs):
+        if message.startswith(f"epoch {self.epoch}:"):
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_a_loadable_model_and_resumes_to_the_end(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run = tmp_path / "run"
+    with pytest.raises(er.TrainingInterrupted) as stopped:
+        er.train(data, run, epochs=4, batch_size=8, seed=3, workers=1, log=StopAt(3))
+    # Interrupted during epoch 3: two epochs finished and saved.
+    assert stopped.value.epochs_done == 2
+    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    assert metadata["class_names"] == ["happy", "sad"]
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 2
+    state = json.loads((run / "training_state.json").read_text())
+    assert state["epochs_done"] == 2 and not state.get("finished")
+
+    er.resume(run, log=lambda *args, **kwargs: None)
+    history = er.read_history(run / "history.csv")
+    assert history["epoch"] == [0, 1, 2, 3], "same epochs as an uninterrupted 4-epoch run"
+    assert json.loads((run / "training_state.json").read_text())["finished"] is True
+    er.load_model_bundle(run / "emotion_model.h5")
+    with pytest.raises(er.UserError, match="already finished"):
+        er.resume(run)
+
+
+def test_resume_restores_optimizer_and_callback_state(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run = tmp_path / "run"
+    with pytest.raises(er.TrainingInterrupted):
+        er.train(data, run, epochs=3, batch_size=8, seed=3, workers=1, log=StopAt(3))
+    saved = er.load_checkpoint(run / er.LAST_CHECKPOINT)
+    assert int(saved.optimizer.iterations.numpy()) == 2 * 2, "two epochs of two batches"
+    state = json.loads((run / "training_state.json").read_text())
+    seen = {}
+
+    def record(message, **kwargs):
+        seen.setdefault("messages", []).append(message)
+
+    er.resume(run, log=record)
+    assert any(message == "resuming after epoch 2" for message in seen["messages"])
+    final = er.load_checkpoint(run / er.LAST_CHECKPOINT)
+    assert int(final.optimizer.iterations.numpy()) == 3 * 2, "the optimizer carried on, not restarted"
+    assert state["checkpoint_best"] is not None
+
+
+def test_sigterm_leaves_the_best_model_and_says_how_to_resume(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "emotion_recognition.py"), "--data-dir", str(data),
+         "--output-dir", str(run), "--epochs", "200", "--batch-size", "8", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run / "training_state.json").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"--resume {run}" in err
+    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    faces = np.zeros((1, 48, 48, 1), dtype="float32")
+    assert np.asarray(model(faces)).shape == (1, 2)
+    assert not list(run.glob(".*partial*")), "no half-written file left behind"
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert er.main(["--resume", str(tmp_path)]) == 1
+    assert "not a run folder that can be resumed" in capsys.readouterr().err
+
+
+def test_same_seed_gives_the_same_first_epoch_loss(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    losses = []
+    for name in ("a", "b"):
+        er.train(data, tmp_path / name, epochs=1, batch_size=8, seed=11, log=lambda *a, **k: None)
+        losses.append(er.read_history(tmp_path / name / "history.csv")["loss"][0])
+    assert losses[0] == losses[1]
