@@ -577,11 +577,12 @@ def write_json_atomically(data, path):
     os.replace(handle.name, path)
 
 
-def choose_output_dir(output_dir, overwrite=False):
-    """The run folder: the user's (refused if it holds files, unless --overwrite) or runs/trainN."""
+def choose_output_dir(output_dir, overwrite=False, stem="train"):
+    """The run folder: the user's (refused if it holds files, unless --overwrite) or the first
+    free one of runs/<stem>, runs/<stem>2, ..."""
     if output_dir is None:
         for index in range(1, 10000):
-            candidate = DEFAULT_RUNS_DIR / ("train" if index == 1 else f"train{index}")
+            candidate = DEFAULT_RUNS_DIR / (stem if index == 1 else f"{stem}{index}")
             if not candidate.exists():
                 output_dir = candidate
                 break
@@ -916,7 +917,7 @@ def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=p
     if unknown:
         raise UserError(f"{test_dir}: class folder(s) {', '.join(unknown)} unknown to the model "
                         f"(it knows {', '.join(class_names)})")
-    output_dir = choose_output_dir(output_dir, overwrite)
+    output_dir = choose_output_dir(output_dir, overwrite, stem="evaluate")
     x, labels, files = load_split(test_dir, found, log=log)
     labels = np.asarray([class_names.index(found[label]) for label in labels])
     probabilities = predict_probabilities(model, x, metadata.get("temperature", 1.0), tta=tta)
@@ -1056,22 +1057,31 @@ def _parse_csv_row(csv_path, line, row):
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except for switches and flags whose default is "not given"."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train a CNN to recognise facial emotions in 48x48 grayscale faces, or evaluate one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="folder with train/ and validation/ (or test/), each holding one folder per class")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where the model, plots and metrics go (default: runs/train, runs/train2, ...)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="most epochs (early stopping may end sooner)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE, help="Adam's initial learning rate")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for weights, shuffling and augmentation")
     parser.add_argument("--no-augment", action="store_true", help="train without rotation/zoom/shift/flip")
     parser.add_argument("--architecture", choices=("default", "seed", "small"), default="default",
                         help="default: this project's CNN; seed/small: the seed projects' networks, for comparison")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="share of each target spread over the other classes")
     parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
                         help="balanced: weight each class's loss by 1/frequency (helps rare classes such as disgust)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
@@ -1111,8 +1121,7 @@ def main(argv=None):
         elif args.resume:
             resume(args.resume)
         elif args.evaluate:
-            output_dir = args.output_dir or DEFAULT_RUNS_DIR / "evaluate"
-            evaluate(args.evaluate, args.test_dir, output_dir, tta=args.tta, overwrite=args.overwrite or args.output_dir is None)
+            evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
         else:
             train(args.data_dir, args.output_dir, 1 if args.dry_run else args.epochs, args.batch_size,
                   args.learning_rate, args.seed, not args.no_augment, args.architecture,

@@ -355,7 +355,7 @@ def write_csv(results, path, class_names):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Find faces in images and videos and predict each one's emotion.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=er.HelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_VIDEO",
                         help="image or video files, or folders of them (walked recursively)")
     parser.add_argument("--model", type=Path, default=er.DEFAULT_MODEL_PATH,
@@ -394,6 +394,8 @@ def main(argv=None):
         inputs = collect_inputs(args.inputs)
         if not inputs:
             raise er.UserError("no image or video files in " + ", ".join(args.inputs))
+        if args.csv is not None and args.csv.exists():
+            raise er.UserError(f"{args.csv}: already exists; choose another --csv file")
         if args.annotate is not None:
             if args.annotate.exists() and not args.annotate.is_dir():
                 raise er.UserError(f"{args.annotate}: exists and is not a folder")
@@ -407,12 +409,17 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
-    else:
-        for result in results:
-            if not result["error"]:
-                print(format_result(result, args.top_k))
+    try:
+        if args.json:
+            print(json.dumps(results, indent=2, ensure_ascii=False))
+        else:
+            for result in results:
+                if not result["error"]:
+                    print(format_result(result, args.top_k))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `predict.py ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     failed = [result for result in results if result["error"]]
     for result in failed:
         print(f"error: {result['error']}", file=sys.stderr)

@@ -1,0 +1,103 @@
+"""Every bad image, folder and path a user can hand the tools: one clear line each, the batch
+goes on, nothing a user made is lost."""
+
+import json
+
+import pytest
+
+import emotion_recognition as er
+import predict
+from conftest import SAMPLE_DIR
+
+
+@pytest.fixture
+def model(trained_run):
+    return str(trained_run["model"])
+
+
+def good_face():
+    return sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[0]
+
+
+def test_bad_files_in_a_batch_each_get_one_line_and_good_ones_are_still_printed(model, tmp_path, capsys):
+    zero = tmp_path / "zero.jpg"
+    zero.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good_face().read_bytes()[:120])
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    folder_named_like_image = tmp_path / "folder.jpg"
+    folder_named_like_image.mkdir()
+    spaced = tmp_path / "my face é 笑.jpg"
+    spaced.write_bytes(good_face().read_bytes())
+    status = predict.main([str(zero), str(truncated), str(text), str(spaced), "--model", model, "--json"])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert status == 1
+    assert [bool(result["error"]) for result in results] == [True, True, True, False]
+    assert results[3]["file"] == str(spaced) and results[3]["faces"]
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "zero.jpg" in errors[0] and "truncated.png" in errors[1] and "notes.png" in errors[2]
+    assert "Traceback" not in captured.err
+
+
+def test_unreadable_file_is_reported(model, tmp_path, capsys, monkeypatch):
+    # Tests run as root in CI, where chmod 000 does not stop reading; simulate the OS refusal.
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(good_face().read_bytes())
+    original_open = er.Image.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied")
+        return original_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(er.Image, "open", refuse)
+    assert predict.main([str(locked), str(good_face()), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: {locked}: permission denied"
+    assert captured.out.startswith(str(good_face()))
+
+
+def test_folder_without_images(model, tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here")
+    assert predict.main([str(tmp_path / "empty"), "--model", model]) == 1
+    assert capsys.readouterr().err.strip() == f"error: no image or video files in {tmp_path / 'empty'}"
+
+
+def test_csv_output_never_overwrites(model, tmp_path, capsys):
+    table = tmp_path / "mine.csv"
+    table.write_text("precious")
+    assert predict.main([str(good_face()), "--model", model, "--csv", str(table)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert table.read_text() == "precious"
+
+
+def test_more_than_a_thousand_class_folders_is_refused_before_training(tmp_path):
+    train = tmp_path / "data" / "train"
+    for index in range(er.MAX_CLASSES + 1):
+        (train / f"class{index:04d}").mkdir(parents=True)
+    (tmp_path / "data" / "validation").mkdir()
+    assert er.main(["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists(), "nothing written before the data was checked"
+
+
+def test_a_class_with_a_single_image_is_refused(tmp_path, capsys):
+    from conftest import copy_sample
+
+    data = copy_sample(tmp_path / "data")
+    for path in sorted((data / "train" / "sad").iterdir())[1:]:
+        path.unlink()
+    assert er.main(["--data-dir", str(data), "--output-dir", str(tmp_path / "out")]) == 1
+    assert "sad: holds 1 image, needs at least 2" in capsys.readouterr().err
+
+
+def test_evaluation_runs_get_their_own_folders(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert er.main(["--evaluate", str(trained_run["model"]), "--test-dir",
+                        str(trained_run["data"] / "validation")]) == 0
+    assert (tmp_path / "runs" / "evaluate" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "evaluate2" / "metrics.json").is_file()
