@@ -91,3 +91,27 @@ def test_balanced_sample_weights_make_every_class_weigh_the_same():
     labels = np.array([0] * 90 + [1] * 10)
     weights = er.balanced_sample_weights(labels, 2)
     assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
+
+
+def test_fitted_temperature_repairs_overconfidence():
+    # A classifier that is right 60% of the time but always says 95%.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 3000)
+    predicted = np.where(rng.random(3000) < 0.6, labels, (labels + rng.integers(1, 3, 3000)) % 3)
+    probabilities = np.full((3000, 3), 0.025)
+    probabilities[np.arange(3000), predicted] = 0.95
+    temperature = er.fit_temperature(labels, probabilities)
+    assert temperature > 1.5
+    before = er.expected_calibration_error(labels, probabilities)
+    after = er.expected_calibration_error(labels, er.apply_temperature(probabilities, temperature))
+    assert before > 0.3 and after < 0.03
+
+
+def test_training_records_calibration_and_tta_figures(trained_run):
+    metadata = json.loads((trained_run["output"] / "emotion_model.json").read_text())
+    figures = metadata["validation"]
+    assert metadata["temperature"] > 0
+    assert {"accuracy", "macro_f1", "per_class_recall", "ece_before_calibration", "ece_after_calibration",
+            "flip_tta"} <= set(figures)
+    assert set(figures["per_class_recall"]) == {"happy", "sad"}
+    assert figures["images"] == 8
