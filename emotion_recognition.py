@@ -383,18 +383,14 @@ def balanced_sample_weights(labels, num_classes):
 
 
 def make_training_flow(x, y, num_classes, batch_size, seed, augment=True, sample_weight=None,
-                       workers=2):
-    """`ImageDataGenerator.flow` over decoded images: augmentation on the fly, one pass an epoch.
-
-    Keras runs the augmentation in `workers` threads while the model trains on the previous batch.
-    """
+                       workers=2, epoch=0):
+    """`ImageDataGenerator.flow` over decoded images: augmentation on the fly, one pass an epoch,
+    prepared in `workers` threads while the model trains on the previous batch; the same seed
+    gives the same batches (see AugmentedBatches). `epoch` is where a resumed run starts."""
     generator = _image_data_generator(**(AUGMENTATION if augment else {}))
     flow = generator.flow(x, one_hot(y, num_classes), batch_size=batch_size, shuffle=True,
                           seed=seed, sample_weight=sample_weight)
-    # NumpyArrayIterator does not pass these on to its PyDataset base; the setters are public.
-    flow.workers = workers
-    flow.max_queue_size = 16
-    return flow
+    return _keras_classes().AugmentedBatches(flow, seed, workers, epoch)
 
 
 def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_minutes=None,
@@ -402,7 +398,7 @@ def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_mi
     """Early stopping (best weights back), LR cut on plateau, best-only checkpoint, CSV history,
     a line an epoch, and the state that --resume needs, saved after every epoch."""
     keras = _keras()
-    classes = _callback_classes()
+    classes = _keras_classes()
     report = classes.EpochReport(epoch_images, time_limit_minutes, log=log)
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
                                                   min_lr=1e-5)
@@ -423,12 +419,44 @@ LAST_CHECKPOINT = "last_checkpoint.keras"
 
 
 @functools.lru_cache(maxsize=None)
-def _callback_classes():
-    """The project's Keras callbacks, defined on first use so that importing this module (and
+def _keras_classes():
+    """The project's Keras subclasses, defined on first use so that importing this module (and
     `--help`) does not wait for TensorFlow."""
+    import threading
     import types
 
     keras = _keras()
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        """An `ImageDataGenerator.flow` iterator's batches, identical for the same seed.
+
+        The legacy iterator draws its shuffles and random transforms from NumPy's global
+        generator, seeded from a batch counter that worker threads would advance in whatever
+        order they happen to run. Here each batch is made under a lock with the counter set from
+        (epoch, batch index), so scheduling cannot change a batch; a worker still prepares the
+        next batch while the model computes on this one."""
+
+        def __init__(self, flow, seed, workers, epoch=0):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
+            self.flow, self.seed, self.epoch = flow, seed, epoch
+            self.lock = threading.Lock()
+            self._shuffle()
+
+        def _shuffle(self):
+            np.random.seed((self.seed + 7919 * self.epoch) % 2**32)
+            self.flow.on_epoch_end()  # the iterator's own reshuffle of the image order
+
+        def __len__(self):
+            return len(self.flow)
+
+        def __getitem__(self, index):
+            with self.lock:
+                self.flow.total_batches_seen = self.epoch * len(self.flow) + index
+                return self.flow[index]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._shuffle()
 
     class EpochReport(keras.callbacks.Callback):
         """One line an epoch: time, images/s, the share of time spent waiting for input data,
@@ -542,8 +570,8 @@ def _callback_classes():
                 "settings": self.settings,
             }, self.output_dir / STATE_FILE)
 
-    return types.SimpleNamespace(EpochReport=EpochReport, AtomicModelCheckpoint=AtomicModelCheckpoint,
-                                 TrainingState=TrainingState)
+    return types.SimpleNamespace(AugmentedBatches=AugmentedBatches, EpochReport=EpochReport,
+                                 AtomicModelCheckpoint=AtomicModelCheckpoint, TrainingState=TrainingState)
 
 
 def _plain(value):
@@ -684,14 +712,15 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
         save_sample_grid(x_train, y_train, class_names, Path(output_dir) / "sample_images.png")
     sample_weight = (balanced_sample_weights(y_train, len(class_names))
                      if class_weighting == "balanced" else None)
-    flow = make_training_flow(x_train, y_train, len(class_names), batch_size,
-                              seed + initial_epoch, augment, sample_weight, workers)
+    flow = make_training_flow(x_train, y_train, len(class_names), batch_size, seed, augment,
+                              sample_weight, workers, epoch=initial_epoch)
     steps = len(flow) if max_batches is None else min(len(flow), max_batches)
     callbacks = make_callbacks(output_dir, model_path, steps * batch_size, settings, time_limit_minutes,
                                resume_state, log)
     try:
         with _sigterm_as_interrupt():
-            model.fit(flow, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            # shuffle=False: the flow shuffles itself, reproducibly; Keras would reorder batches.
+            model.fit(flow, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
                       validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
                       callbacks=callbacks, verbose=0)
     except KeyboardInterrupt:
