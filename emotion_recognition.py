@@ -79,14 +79,14 @@ class UserError(Exception):
 
 
 @functools.lru_cache(maxsize=None)
-def _keras():
+def import_keras():
     """Import Keras lazily, so `--help` and input checks answer before TensorFlow's slow start.
 
     TensorFlow 2.21 writes C++ start-up notes (oneDNN, CUDA probing) straight to file
     descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; they are muted for the import and device set-up
     only. Python errors still surface as usual.
     """
-    with _quiet_stderr():
+    with quiet_native_stderr():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
@@ -94,7 +94,7 @@ def _keras():
     return keras
 
 
-class _quiet_stderr:
+class quiet_native_stderr:
     def __enter__(self):
         try:
             sys.stderr.flush()
@@ -115,7 +115,7 @@ class _quiet_stderr:
 def _image_data_generator(**augmentation):
     """`tf.keras.preprocessing.image.ImageDataGenerator`: a legacy API that TensorFlow 2.21 with
     Keras 3 still ships (plain `keras.preprocessing.image` no longer has it)."""
-    _keras()
+    import_keras()
     import tensorflow as tf
 
     return tf.keras.preprocessing.image.ImageDataGenerator(**augmentation)
@@ -302,7 +302,7 @@ def load_split(split_dir, class_names, log=print):
 def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARNING_RATE,
                 label_smoothing=0.0):
     """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out."""
-    keras = _keras()
+    keras = import_keras()
     builders = {"default": _default_layers, "seed": _seed_layers, "small": _small_layers}
     if architecture not in builders:
         raise UserError(f"unknown architecture {architecture!r} (choose from {', '.join(builders)})")
@@ -316,7 +316,7 @@ def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARN
 
 
 def compile_model(model, learning_rate, label_smoothing=0.0):
-    keras = _keras()
+    keras = import_keras()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -397,7 +397,7 @@ def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_mi
                    resume_state=None, log=print):
     """Early stopping (best weights back), LR cut on plateau, best-only checkpoint, CSV history,
     a line an epoch, and the state that --resume needs, saved after every epoch."""
-    keras = _keras()
+    keras = import_keras()
     classes = _keras_classes()
     report = classes.EpochReport(epoch_images, time_limit_minutes, log=log)
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
@@ -425,7 +425,7 @@ def _keras_classes():
     import threading
     import types
 
-    keras = _keras()
+    keras = import_keras()
 
     class AugmentedBatches(keras.utils.PyDataset):
         """An `ImageDataGenerator.flow` iterator's batches, identical for the same seed.
@@ -681,7 +681,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it);
     `resume_state` (read by `resume()`) continues an interrupted run in its own folder.
     """
-    keras = _keras()
+    keras = import_keras()
     train_dir, validation_dir = find_splits(data_dir)
     class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
@@ -823,7 +823,7 @@ def resume(output_dir, log=print):
 
 def load_checkpoint(path):
     """A training checkpoint with its optimizer state (safe mode: no code runs from the file)."""
-    keras = _keras()
+    keras = import_keras()
     try:
         return keras.models.load_model(str(path), safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
@@ -843,7 +843,7 @@ def make_metadata(class_names, settings):
 
     return {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
             "training": dict(settings, tensorflow_version=tf.__version__,
-                             keras_version=_keras().__version__, cpu_count=os.cpu_count())}
+                             keras_version=import_keras().__version__, cpu_count=os.cpu_count())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -955,8 +955,10 @@ def save_confusion_matrix(labels, predictions, class_names, path):
 
 
 def save_training_curves(history, path):
+    """Loss and accuracy by epoch (train and validation), and validation accuracy by minutes of
+    training: what a CPU user waits for."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for axis, key in ((axes[0], "loss"), (axes[1], "accuracy")):
         axis.plot(epochs, history.get(key, []), label=f"train {key}")
@@ -964,6 +966,12 @@ def save_training_curves(history, path):
         axis.set(xlabel="epoch", ylabel=key, title=key.capitalize())
         axis.grid(alpha=0.3)
         axis.legend()
+    minutes = np.asarray(history.get("elapsed_seconds", [])) / 60
+    if len(minutes) == len(history.get("val_accuracy", [])):
+        axes[2].plot(minutes, history["val_accuracy"], marker=".")
+    axes[2].set(xlabel="minutes of training", ylabel="validation accuracy",
+                title=f"Validation accuracy against time ({os.cpu_count()} CPU cores)")
+    axes[2].grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -1067,7 +1075,7 @@ def load_model_bundle(model_path=DEFAULT_MODEL_PATH):
     if model_path.stat().st_size == 0:
         raise UserError(f"{model_path}: empty model file")
     metadata = read_metadata(model_path)
-    keras = _keras()
+    keras = import_keras()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -87,8 +87,8 @@ class FaceDetector:
                 raise er.UserError(f"{path}: OpenCV's face cascade is missing (is opencv-python-headless<5 installed?)")
         elif kind == "mtcnn":
             try:
-                with er._quiet_stderr():
-                    er._keras()
+                with er.quiet_native_stderr():
+                    er.import_keras()
                     from mtcnn import MTCNN
             except ImportError:
                 raise er.UserError("--detector mtcnn needs the mtcnn package: pip install mtcnn") from None
@@ -117,7 +117,7 @@ class FaceDetector:
         return [list(map(int, box)) for box in found]
 
     def _detect_mtcnn(self, rgb):
-        with er._quiet_stderr():
+        with er.quiet_native_stderr():
             found = self.mtcnn.detect_faces(rgb)
         return [list(map(int, face["box"])) for face in found if face.get("confidence", 1.0) >= 0.9]
 

@@ -171,3 +171,13 @@ def test_mtcnn_finds_the_same_face_offline():
     assert len(boxes) == 1
     x, y, w, h = boxes[0]
     assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150
+
+
+def test_a_broken_video_is_one_error_and_the_batch_goes_on(trained_run, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    status = predict.main([str(broken), str(ASTRONAUT), "--model", str(trained_run["model"])])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err.strip() == f"error: {broken}: not a video file OpenCV can read"
+    assert captured.out.startswith(f"{ASTRONAUT}: ")

@@ -10,7 +10,7 @@ from conftest import SAMPLE_DIR
 
 def lambda_model(marker):
     """A model whose Lambda layer writes `marker` whenever it runs."""
-    keras = er._keras()
+    keras = er.import_keras()
     # The path is a constant inside the lambda's own code, which is what the file carries.
     side_effect = eval(f"lambda t: (open({str(marker)!r}, 'w').write('ran'), t)[1]")
     model = keras.Sequential([
@@ -24,7 +24,7 @@ def lambda_model(marker):
 
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_a_lambda_layer_is_refused_and_never_runs(tmp_path, suffix):
-    keras = er._keras()
+    keras = er.import_keras()
     marker = tmp_path / "lambda_ran"
     path = tmp_path / f"hostile{suffix}"
     lambda_model(marker).save(str(path))
@@ -52,7 +52,7 @@ def test_predict_refuses_a_hostile_model_with_one_line(tmp_path, capsys):
 
 
 def test_wrong_input_shape_is_refused(tmp_path):
-    keras = er._keras()
+    keras = er.import_keras()
     path = tmp_path / "colour.h5"
     keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(),
                       keras.layers.Dense(2, activation="softmax")]).save(str(path))

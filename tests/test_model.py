@@ -19,7 +19,7 @@ def test_build_model_maps_48x48_faces_to_class_probabilities(architecture):
 
 
 def test_default_model_is_sequential_with_rescaling_first():
-    keras = er._keras()
+    keras = er.import_keras()
     model = er.build_model(7)
     assert isinstance(model, keras.Sequential)
     assert isinstance(model.layers[0], keras.layers.Rescaling)
