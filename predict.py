@@ -31,11 +31,11 @@ DETECTION_MAX_SIDE = 1024
 # Margin added around a detected face before cropping, as a share of the box's size: Haar
 # boxes are tight, FER-2013 faces show some forehead and chin.
 FACE_MARGIN = 0.1
-# Haar's smallest face: 24 px (its window) and at least 1/25 of the detection copy's shorter
-# side. Smaller Haar hits in a large photo were false alarms on textures (measured on the
-# test photo at 512 to 3072 px); MTCNN is the detector for crowds of small faces.
+# Haar's smallest face: 24 px (its window) and at least 1/20 of the detection copy's shorter
+# side. Smaller Haar hits in large photos were false alarms on textures (tests/benchmarks/
+# detectors.py: 1/25 let one through at 3072 px); MTCNN is the detector for small faces.
 MIN_FACE_SIDE = 24
-MIN_FACE_FRACTION = 1 / 25
+MIN_FACE_FRACTION = 1 / 20
 # Faces are classified in batches of this many: one model call per batch, not per face.
 BATCH_SIZE = 256
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
