@@ -181,3 +181,32 @@ def test_a_broken_video_is_one_error_and_the_batch_goes_on(trained_run, tmp_path
     assert status == 1
     assert captured.err.strip() == f"error: {broken}: not a video file OpenCV can read"
     assert captured.out.startswith(f"{ASTRONAUT}: ")
+
+
+def save_in_mode(mode, path):
+    photo = Image.open(ASTRONAUT).convert("RGB")
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    elif mode == "RGBA":
+        image = photo.convert("RGBA")
+        image.putalpha(255)
+    elif mode == "EXIF-rotated":
+        # Stored sideways, with EXIF saying "rotate 90 degrees clockwise to display".
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        photo.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=92)
+        return path
+    else:
+        image = photo.convert(mode)
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("RGBA", ".png"), ("P", ".png"), ("L", ".png"),
+                                          ("I;16", ".png"), ("CMYK", ".jpg"), ("EXIF-rotated", ".jpg")])
+def test_the_face_is_found_in_every_image_mode(trained_run, tmp_path, capsys, mode, suffix):
+    path = save_in_mode(mode, tmp_path / f"photo{suffix}")
+    assert predict.main([str(path), "--model", str(trained_run["model"]), "--json"]) == 0
+    [face] = json.loads(capsys.readouterr().out)[0]["faces"]
+    x, y, w, h = face["box"]
+    assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150, face["box"]  # upright coordinates
