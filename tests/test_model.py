@@ -115,3 +115,14 @@ def test_training_records_calibration_and_tta_figures(trained_run):
             "flip_tta"} <= set(figures)
     assert set(figures["per_class_recall"]) == {"happy", "sad"}
     assert figures["images"] == 8
+
+
+def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "m.json"
+    er.write_json_atomically({"class_names": ["a"]}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
