@@ -669,11 +669,11 @@ def choose_output_dir(output_dir, overwrite=False, stem="train"):
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir}: exists and is not a folder")
+    if output_dir.resolve() == DEFAULT_MODEL_PATH.parent.resolve() and not overwrite:
+        raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise UserError(f"{output_dir}: already holds files from another run; "
                         "choose another --output-dir or pass --overwrite")
-    if output_dir.resolve() == DEFAULT_MODEL_PATH.parent.resolve() and not overwrite:
-        raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
 
