@@ -767,9 +767,8 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     history = read_history(Path(output_dir) / "history.csv")
     minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
     metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
-    metadata = calibrate_and_describe(model, metadata, x_val, y_val)
+    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
     write_json_atomically(metadata, metadata_path(model_path))
-    probabilities = predict_probabilities(model, x_val, metadata["temperature"])
     metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
     save_training_curves(history, Path(output_dir) / "training_curves.png")
     save_prediction_grid(x_val, y_val, probabilities, class_names,
@@ -785,8 +784,8 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
 
 def calibrate_and_describe(model, metadata, x_val, y_val):
     """Fit the temperature on validation and record the model's validation figures (with and
-    without flip test-time augmentation, ECE before and after) in its metadata, which is
-    returned. The model itself is not changed."""
+    without flip test-time augmentation, ECE before and after) in its metadata. Returns the new
+    metadata and the calibrated validation probabilities. The model itself is not changed."""
     class_names = metadata["class_names"]
     raw = predict_probabilities(model, x_val)
     temperature = fit_temperature(y_val, raw)
@@ -803,7 +802,7 @@ def calibrate_and_describe(model, metadata, x_val, y_val):
         "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
                      "per_class_recall": recall(with_tta)},
     }
-    return metadata
+    return metadata, calibrated
 
 
 def fit_temperature(labels, probabilities):
@@ -825,7 +824,7 @@ def calibrate(model_path, validation_dir, log=print):
     model, metadata = load_model_bundle(model_path)
     check_class_folders(validation_dir, metadata["class_names"])
     x_val, y_val, _ = load_split(validation_dir, metadata["class_names"], log=log)
-    metadata = calibrate_and_describe(model, metadata, x_val, y_val)
+    metadata, _ = calibrate_and_describe(model, metadata, x_val, y_val)
     write_json_atomically(metadata, metadata_path(model_path))
     figures = metadata["validation"]
     log(f"{model_path}: temperature {metadata['temperature']}, ECE {figures['ece_before_calibration']} -> "
