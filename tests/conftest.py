@@ -14,6 +14,11 @@ import emotion_recognition as er  # noqa: E402
 SAMPLE_DIR = PROJECT_DIR / "dataset"
 
 
+def pytest_configure(config):
+    # TensorFlow and Keras emit NumPy-2 deprecation notices on every model call: noise here.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+
+
 def copy_sample(destination, classes=("happy", "sad"), train_per_class=8, validation_per_class=4,
                 validation_name="validation"):
     """A tiny data tree of real FER-2013 faces: destination/train/<class>, destination/<val>/<class>."""
