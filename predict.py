@@ -277,11 +277,10 @@ def predict_video(path, classifier, detector, detect=True, every=1, annotate_dir
 
     path = Path(path)
     if not path.is_file():
-        return [{"file": str(path), "frame": None, "time": None, "faces": [], "error": f"{path}: no such file"}]
+        return _video_failure(path, "no such file")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        return [{"file": str(path), "frame": None, "time": None, "faces": [],
-                 "error": f"{path}: not a video file OpenCV can read"}]
+        return _video_failure(path, "not a video file OpenCV can read")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer, results = None, []
     try:
@@ -299,9 +298,13 @@ def predict_video(path, classifier, detector, detect=True, every=1, annotate_dir
         if writer is not None:
             writer.release()
     if not results:
-        return [{"file": str(path), "frame": None, "time": None, "faces": [],
-                 "error": f"{path}: no frames could be read"}]
+        return _video_failure(path, "no frames could be read")
     return results
+
+
+def _video_failure(path, problem):
+    """The one result of a video that could not be analysed."""
+    return [{"file": str(path), "frame": None, "time": None, "faces": [], "error": f"{path}: {problem}"}]
 
 
 def run_webcam(index, classifier, detector, detect=True):
