@@ -137,13 +137,13 @@ def crop_face(gray, box, margin=FACE_MARGIN):
     return er.preprocess_face(gray.crop(region))
 
 
-def find_faces(image, detector, detect=True):
+def find_faces(image, detector):
     """Boxes and model inputs for the faces of one upright PIL image (any mode).
 
-    A small image is a face crop already; with detect=False every image is taken whole.
+    A small image is a face crop already; with no detector (--no-detect) every image is taken whole.
     """
     gray = er.to_grayscale(image)
-    if not detect or detector is None or max(image.size) <= MAX_CROP_SIDE:
+    if detector is None or max(image.size) <= MAX_CROP_SIDE:
         return [[0, 0, image.width, image.height]], [er.preprocess_face(gray)]
     boxes = detector.detect(np.asarray(er.to_rgb(image)))
     return boxes, [crop_face(gray, box) for box in boxes]
@@ -182,7 +182,7 @@ class Classifier:
 # ---------------------------------------------------------------------------------------------
 # Images and videos
 # ---------------------------------------------------------------------------------------------
-def predict_images(paths, classifier, detector, detect=True, annotate_dir=None, progress=None):
+def predict_images(paths, classifier, detector, annotate_dir=None, progress=None):
     """One result dict per image path (--json schema); a bad file gets its error, not an exception.
 
     Faces of up to BATCH_SIZE images are classified together.
@@ -193,7 +193,7 @@ def predict_images(paths, classifier, detector, detect=True, annotate_dir=None, 
         results.append(result)
         try:
             image = er.read_image(path)
-            boxes, faces = find_faces(image, detector, detect)
+            boxes, faces = find_faces(image, detector)
         except er.UserError as error:
             result["error"] = str(error)
         else:
@@ -250,13 +250,13 @@ def draw_faces(rgb, faces):
     return np.asarray(image)
 
 
-def analyse_frames(frames, classifier, detector, detect=True, every=1):
+def analyse_frames(frames, classifier, detector, every=1):
     """The loop shared by video files and the webcam: yields (index, rgb frame, faces) for every
     `every`-th frame of an iterable of RGB frames."""
     for index, rgb in enumerate(frames):
         if index % every:
             continue
-        boxes, faces = find_faces(Image.fromarray(rgb), detector, detect)
+        boxes, faces = find_faces(Image.fromarray(rgb), detector)
         scores = classifier.classify(faces)
         yield index, rgb, [describe_face(box, score, classifier.class_names) for box, score in zip(boxes, scores)]
 
@@ -271,7 +271,7 @@ def read_video_frames(capture):
         yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def predict_video(path, classifier, detector, detect=True, every=1, annotate_dir=None):
+def predict_video(path, classifier, detector, every=1, annotate_dir=None):
     """One result per analysed frame: the image schema plus "frame" and "time" (seconds)."""
     import cv2
 
@@ -284,7 +284,7 @@ def predict_video(path, classifier, detector, detect=True, every=1, annotate_dir
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer, results = None, []
     try:
-        for index, rgb, faces in analyse_frames(read_video_frames(capture), classifier, detector, detect, every):
+        for index, rgb, faces in analyse_frames(read_video_frames(capture), classifier, detector, every):
             results.append({"file": str(path), "frame": index, "time": round(index / fps, 3),
                             "faces": faces, "error": None})
             if annotate_dir is not None:
@@ -307,7 +307,7 @@ def _video_failure(path, problem):
     return [{"file": str(path), "frame": None, "time": None, "faces": [], "error": f"{path}: {problem}"}]
 
 
-def run_webcam(index, classifier, detector, detect=True):
+def run_webcam(index, classifier, detector):
     """Live emotions from a camera in a window, q to quit. Shares analyse_frames with videos."""
     import cv2
 
@@ -315,7 +315,7 @@ def run_webcam(index, classifier, detector, detect=True):
     if not capture.isOpened():
         raise er.UserError(f"camera {index}: cannot be opened")
     try:
-        for _, rgb, faces in analyse_frames(read_video_frames(capture), classifier, detector, detect):
+        for _, rgb, faces in analyse_frames(read_video_frames(capture), classifier, detector):
             try:
                 cv2.imshow("emotions (q to quit)", cv2.cvtColor(draw_faces(rgb.copy(), faces), cv2.COLOR_RGB2BGR))
                 key = cv2.waitKey(1) & 0xFF
@@ -433,17 +433,16 @@ def run_inputs(inputs, classifier, detector, args):
     """Images in batches, videos frame by frame, in the order given, with a progress bar for long runs."""
     from tqdm import tqdm
 
-    detect = not args.no_detect
     results = []
     with tqdm(total=len(inputs), unit="file", disable=None if len(inputs) > 20 else True,
               file=sys.stderr, leave=False) as progress:
         images = []
         for path in inputs + [None]:
             if path is None or is_video_file(path):
-                results += predict_images(images, classifier, detector, detect, args.annotate, progress)
+                results += predict_images(images, classifier, detector, args.annotate, progress)
                 images = []
                 if path is not None:
-                    results += predict_video(path, classifier, detector, detect, args.every, args.annotate)
+                    results += predict_video(path, classifier, detector, args.every, args.annotate)
                     progress.update(1)
             else:
                 images.append(path)

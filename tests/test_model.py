@@ -8,7 +8,7 @@ import pytest
 import emotion_recognition as er
 
 
-@pytest.mark.parametrize("architecture", ["default", "seed", "small"])
+@pytest.mark.parametrize("architecture", ["default", "wide", "seed", "small"])
 def test_build_model_maps_48x48_faces_to_class_probabilities(architecture):
     model = er.build_model(3, architecture)
     assert model.input_shape == (None, 48, 48, 1)
