@@ -20,7 +20,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -568,13 +567,15 @@ def _keras_classes():
         """After every epoch: the model with its optimizer state (last_checkpoint.keras) and the
         callbacks' counters (training_state.json), so --resume carries on where this left off."""
 
-        def __init__(self, output_dir, model_path, settings, report, reduce_lr, checkpoint,
+        def __init__(self, output_dir, model_path, settings, report, schedule, checkpoint,
                      early_stopping, resume_state=None):
             super().__init__()
             self.output_dir = Path(output_dir)
             self.model_path = model_path
             self.settings = settings
-            self.report, self.reduce_lr = report, reduce_lr
+            self.report = report
+            # Only ReduceLROnPlateau has counters to carry over; the cosine schedule follows time.
+            self.reduce_lr = schedule if isinstance(schedule, keras.callbacks.ReduceLROnPlateau) else None
             self.checkpoint, self.early_stopping = checkpoint, early_stopping
             self.resume_state = resume_state
 
@@ -589,7 +590,7 @@ def _keras_classes():
             if Path(self.model_path).is_file():
                 best = keras.models.load_model(str(self.model_path), compile=False, safe_mode=True)
                 self.early_stopping.best_weights = best.get_weights()
-            if state.get("reduce_lr"):
+            if self.reduce_lr is not None and state.get("reduce_lr"):
                 self.reduce_lr.wait = state["reduce_lr"]["wait"]
                 self.reduce_lr.best = state["reduce_lr"]["best"]
                 self.reduce_lr.cooldown_counter = state["reduce_lr"]["cooldown_counter"]
@@ -605,7 +606,7 @@ def _keras_classes():
                                    "best_epoch": self.early_stopping.best_epoch},
                 "reduce_lr": ({"wait": self.reduce_lr.wait, "best": _plain(self.reduce_lr.best),
                                "cooldown_counter": self.reduce_lr.cooldown_counter}
-                              if hasattr(self.reduce_lr, "cooldown_counter") else None),
+                              if self.reduce_lr is not None else None),
                 "checkpoint_best": _plain(self.checkpoint.best),
                 "stopped": bool(self.model.stop_training),
                 "settings": self.settings,
@@ -657,15 +658,11 @@ class _quiet_legacy_h5_notice:
 
 def write_json_atomically(data, path):
     path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                     encoding="utf-8") as handle:
+    partial = temporary_path(path)
+    with open(partial, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
-    # NamedTemporaryFile makes owner-only files; give it the mode any new file would get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)
-    os.replace(handle.name, path)
+    os.replace(partial, path)
 
 
 def choose_output_dir(output_dir, overwrite=False, stem="train"):
