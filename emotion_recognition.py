@@ -718,16 +718,21 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
           learning_rate=DEFAULT_LEARNING_RATE, seed=DEFAULT_SEED, augment=True, architecture="default",
           label_smoothing=0.0, class_weighting="none", workers=2, time_limit_minutes=None,
           lr_schedule="plateau", batch_norm_momentum=BATCH_NORM_MOMENTUM, overwrite=False, max_batches=None,
-          resume_state=None, log=print):
+          resume_state=None, init_model=None, log=print):
     """Train a model on `data_dir`/train, validate on validation/ (or test/), write all artifacts.
 
     Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it);
     `resume_state` (read by `resume()`) continues an interrupted run in its own folder.
+    `init_model` starts from a saved model's weights (a second schedule, or fine-tuning) instead
+    of random ones; its classes must be the data's, in the same order.
     """
     keras = import_keras()
     train_dir, validation_dir = find_splits(data_dir)
     class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
+    if init_model is not None and not resume_state:
+        start_model, start_metadata = load_start_model(init_model, class_names)
+        architecture = start_metadata.get("training", {}).get("architecture", start_model.name)
     output_dir = Path(output_dir) if resume_state else choose_output_dir(output_dir, overwrite)
     log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
 
@@ -741,15 +746,26 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
                     learning_rate=learning_rate, seed=seed, augment=augment, architecture=architecture,
                     label_smoothing=label_smoothing, class_weighting=class_weighting, workers=workers,
                     time_limit_minutes=time_limit_minutes, lr_schedule=lr_schedule,
-                    batch_norm_momentum=batch_norm_momentum, max_batches=max_batches)
+                    batch_norm_momentum=batch_norm_momentum, max_batches=max_batches,
+                    init_model=None if init_model is None else str(init_model))
     if resume_state:
         model = load_checkpoint(Path(output_dir) / LAST_CHECKPOINT)
         metadata = read_metadata(model_path)
         initial_epoch = resume_state["epochs_done"]
         log(f"resuming after epoch {initial_epoch}")
     else:
-        model = build_model(len(class_names), architecture, learning_rate, label_smoothing, batch_norm_momentum)
+        if init_model is None:
+            model = build_model(len(class_names), architecture, learning_rate, label_smoothing, batch_norm_momentum)
+        else:
+            model = start_model
+            compile_model(model, learning_rate, label_smoothing)
+            log(f"starting from the weights of {init_model}")
         metadata = make_metadata(class_names, dict(settings, command=" ".join(sys.argv)))
+        if init_model is not None:
+            # The chain of runs behind the model: how its starting weights were made.
+            metadata["training"]["initialised_from"] = {
+                "model": str(init_model), "training": start_metadata.get("training"),
+                "validation_accuracy": (start_metadata.get("validation") or {}).get("accuracy")}
         initial_epoch = 0
         # The class names go to disk before the first checkpoint, so every saved model has them.
         write_json_atomically(metadata, metadata_path(model_path))
@@ -839,6 +855,16 @@ def calibrate(model_path, validation_dir, log=print):
         f"{figures['ece_after_calibration']}; accuracy {figures['accuracy']} (flip TTA "
         f"{figures['flip_tta']['accuracy']}), macro-F1 {figures['macro_f1']}")
     return metadata
+
+
+def load_start_model(model_path, class_names):
+    """A saved model to train further (--init-model): its outputs must be the data's classes, in
+    the data's order, or every label would be trained against the wrong output."""
+    model, metadata = load_model_bundle(model_path)
+    if list(metadata["class_names"]) != list(class_names):
+        raise UserError(f"{model_path}: its classes ({', '.join(metadata['class_names'])}) are not the "
+                        f"data's ({', '.join(class_names)}); it cannot start this training")
+    return model, metadata
 
 
 def read_training_state(output_dir, required=True):
@@ -1247,6 +1273,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="threads that augment the next batches")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
+    parser.add_argument("--init-model", type=Path, metavar="MODEL",
+                        help="start from this saved model's weights instead of random ones (a second "
+                             "learning-rate schedule, or fine-tuning); --architecture is then ignored")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted training run from its last finished epoch")
     parser.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir instead of training")
@@ -1273,6 +1302,8 @@ def parse_args(argv=None):
         parser.error("--calibrate needs --test-dir")
     if args.test_dir and not (args.evaluate or args.calibrate):
         parser.error("--test-dir goes with --evaluate MODEL or --calibrate MODEL")
+    if args.init_model and (args.resume or args.evaluate or args.calibrate or args.import_csv):
+        parser.error("--init-model goes with training, not with --resume, --evaluate, --calibrate or --import-csv")
     if args.import_csv and args.data_dir == DEFAULT_DATA_DIR:
         parser.error("--import-csv needs --data-dir, the folder to write the class folders into")
     return args
@@ -1294,7 +1325,7 @@ def main(argv=None):
                   args.learning_rate, args.seed, not args.no_augment, args.architecture,
                   args.label_smoothing, args.class_weight, args.workers, args.time_limit,
                   args.lr_schedule, args.batch_norm_momentum, args.overwrite,
-                  max_batches=2 if args.dry_run else None)
+                  max_batches=2 if args.dry_run else None, init_model=args.init_model)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -99,3 +99,39 @@ def test_same_seed_gives_the_same_first_epoch_loss(tmp_path):
         er.train(data, tmp_path / name, epochs=1, batch_size=8, seed=11, log=lambda *a, **k: None)
         losses.append(er.read_history(tmp_path / name / "history.csv")["loss"][0])
     assert losses[0] == losses[1]
+
+
+def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, tmp_path):
+    start, start_metadata = er.load_model_bundle(trained_run["model"])
+    run = tmp_path / "second"
+    # A learning rate too small to move the weights: the new run must begin where the old one ended.
+    assert er.main(["--data-dir", str(trained_run["data"]), "--output-dir", str(run), "--epochs", "1",
+                    "--batch-size", "8", "--learning-rate", "1e-9", "--init-model",
+                    str(trained_run["model"])]) == 0
+    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    kernels = [layer for layer in start.layers if layer.name.startswith("conv")]
+    assert kernels, "the network has convolutions to compare"
+    for layer in kernels:
+        before, after = (np.asarray(m.get_layer(layer.name).kernel) for m in (start, model))
+        assert np.allclose(before, after, atol=1e-6), layer.name
+    origin = metadata["training"]["initialised_from"]
+    assert origin["model"] == str(trained_run["model"])
+    assert origin["training"] == start_metadata["training"]
+    assert metadata["training"]["architecture"] == start_metadata["training"]["architecture"]
+
+
+def test_init_model_with_other_classes_is_refused_before_anything_is_written(trained_run, tmp_path, capsys):
+    data = copy_sample(tmp_path / "data", classes=("angry", "happy"))
+    run = tmp_path / "run"
+    assert er.main(["--data-dir", str(data), "--output-dir", str(run), "--init-model",
+                    str(trained_run["model"])]) == er.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "are not the data's" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_init_model_does_not_go_with_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage:
+        er.main(["--resume", str(tmp_path), "--init-model", str(tmp_path / "model.h5")])
+    assert usage.value.code == 2
+    assert "--init-model goes with training" in capsys.readouterr().err
