@@ -425,8 +425,11 @@ def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_mi
                                                      min_lr=MIN_LEARNING_RATE)
     checkpoint = classes.AtomicModelCheckpoint(str(model_path), monitor="val_accuracy", mode="max",
                                                save_best_only=True)
+    # A cosine schedule sets the run's length itself: early stopping would end it in its high-rate
+    # phase, before the decay that gives the best epochs, so there it only keeps the best weights.
+    patience = settings["epochs"] if settings.get("lr_schedule") == "cosine" else EARLY_STOP_PATIENCE
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                   patience=EARLY_STOP_PATIENCE, restore_best_weights=True)
+                                                   patience=patience, restore_best_weights=True)
     history = keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv"), append=resume_state is not None)
     state = classes.TrainingState(output_dir, model_path, settings, report, schedule, checkpoint,
                                   early_stopping, resume_state)
@@ -860,7 +863,10 @@ def calibrate(model_path, validation_dir, log=print):
 def load_start_model(model_path, class_names):
     """A saved model to train further (--init-model): its outputs must be the data's classes, in
     the data's order, or every label would be trained against the wrong output."""
-    model, metadata = load_model_bundle(model_path)
+    model_path = Path(model_path)
+    # A run's last checkpoint (its last epoch rather than its best) has the run's JSON beside it.
+    description = model_path.with_name(DEFAULT_MODEL_PATH.name) if model_path.name == LAST_CHECKPOINT else None
+    model, metadata = load_model_bundle(model_path, description)
     if list(metadata["class_names"]) != list(class_names):
         raise UserError(f"{model_path}: its classes ({', '.join(metadata['class_names'])}) are not the "
                         f"data's ({', '.join(class_names)}); it cannot start this training")
@@ -1133,17 +1139,19 @@ def _load_model_cached(model_path, modified):
     return load_model_bundle(model_path)
 
 
-def load_model_bundle(model_path=DEFAULT_MODEL_PATH):
+def load_model_bundle(model_path=DEFAULT_MODEL_PATH, described_as=None):
     """Load a saved model and its JSON; checks that they fit together and fit 48x48x1 faces.
 
     Keras's safe mode stays on: a model file cannot run Python code (Lambda layers are refused).
+    `described_as`: read the JSON of this model path instead (a run's last checkpoint uses its run's).
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserError(f"{model_path}: no such model file")
     if model_path.stat().st_size == 0:
         raise UserError(f"{model_path}: empty model file")
-    metadata = read_metadata(model_path)
+    described_as = model_path if described_as is None else Path(described_as)
+    metadata = read_metadata(described_as)
     keras = import_keras()
     try:
         with warnings.catch_warnings():
@@ -1160,7 +1168,7 @@ def load_model_bundle(model_path=DEFAULT_MODEL_PATH):
         raise UserError(f"{model_path}: expects input {input_shape}, not 48x48 grayscale {INPUT_SHAPE}")
     outputs = model.output_shape[-1]
     if outputs != len(metadata["class_names"]):
-        raise UserError(f"{model_path}: has {outputs} outputs but {metadata_path(model_path).name} "
+        raise UserError(f"{model_path}: has {outputs} outputs but {metadata_path(described_as).name} "
                         f"names {len(metadata['class_names'])} classes")
     return model, metadata
 
@@ -1275,7 +1283,8 @@ def parse_args(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
     parser.add_argument("--init-model", type=Path, metavar="MODEL",
                         help="start from this saved model's weights instead of random ones (a second "
-                             "learning-rate schedule, or fine-tuning); --architecture is then ignored")
+                             "learning-rate schedule, or fine-tuning); a run's last_checkpoint.keras gives "
+                             "its last epoch rather than its best; --architecture is then ignored")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted training run from its last finished epoch")
     parser.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir instead of training")

@@ -101,13 +101,14 @@ def test_same_seed_gives_the_same_first_epoch_loss(tmp_path):
     assert losses[0] == losses[1]
 
 
-def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, tmp_path):
-    start, start_metadata = er.load_model_bundle(trained_run["model"])
+@pytest.mark.parametrize("start_file", ["emotion_model.h5", er.LAST_CHECKPOINT])
+def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, tmp_path, start_file):
+    start_path = trained_run["output"] / start_file  # the run's best model, or its last epoch
+    start, start_metadata = er.load_model_bundle(start_path, described_as=trained_run["model"])
     run = tmp_path / "second"
     # A learning rate too small to move the weights: the new run must begin where the old one ended.
     assert er.main(["--data-dir", str(trained_run["data"]), "--output-dir", str(run), "--epochs", "1",
-                    "--batch-size", "8", "--learning-rate", "1e-9", "--init-model",
-                    str(trained_run["model"])]) == 0
+                    "--batch-size", "8", "--learning-rate", "1e-9", "--init-model", str(start_path)]) == 0
     model, metadata = er.load_model_bundle(run / "emotion_model.h5")
     kernels = [layer for layer in start.layers if layer.name.startswith("conv")]
     assert kernels, "the network has convolutions to compare"
@@ -115,7 +116,7 @@ def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, 
         before, after = (np.asarray(m.get_layer(layer.name).kernel) for m in (start, model))
         assert np.allclose(before, after, atol=1e-6), layer.name
     origin = metadata["training"]["initialised_from"]
-    assert origin["model"] == str(trained_run["model"])
+    assert origin["model"] == str(start_path)
     assert origin["training"] == start_metadata["training"]
     assert metadata["training"]["architecture"] == start_metadata["training"]["architecture"]
 
@@ -135,3 +136,14 @@ def test_init_model_does_not_go_with_resume(tmp_path, capsys):
         er.main(["--resume", str(tmp_path), "--init-model", str(tmp_path / "model.h5")])
     assert usage.value.code == 2
     assert "--init-model goes with training" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("schedule, patience", [("plateau", er.EARLY_STOP_PATIENCE), ("cosine", 80)])
+def test_early_stopping_never_cuts_a_cosine_schedule_short(tmp_path, schedule, patience):
+    settings = dict(lr_schedule=schedule, learning_rate=1e-3, epochs=80)
+    callbacks = er.make_callbacks(tmp_path, tmp_path / "emotion_model.h5", 64, settings)
+    keras = er.import_keras()
+    stopping = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
+    assert len(stopping) == 1 and stopping[0].restore_best_weights
+    # Under cosine the schedule ends the run; early stopping only keeps the best epoch's weights.
+    assert stopping[0].patience == patience
