@@ -735,7 +735,9 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     check_class_folders(validation_dir, class_names)
     if init_model is not None and not resume_state:
         start_model, start_metadata = load_start_model(init_model, class_names)
-        architecture = start_metadata.get("training", {}).get("architecture", start_model.name)
+        # A JSON may say nothing of its training ("training" missing or null): name the network then.
+        start_training = start_metadata.get("training") or {}
+        architecture = start_training.get("architecture", start_model.name)
     output_dir = Path(output_dir) if resume_state else choose_output_dir(output_dir, overwrite)
     log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
 
@@ -767,7 +769,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
         if init_model is not None:
             # The chain of runs behind the model: how its starting weights were made.
             metadata["training"]["initialised_from"] = {
-                "model": str(init_model), "training": start_metadata.get("training"),
+                "model": str(init_model), "training": start_training or None,
                 "validation_accuracy": (start_metadata.get("validation") or {}).get("accuracy")}
         initial_epoch = 0
         # The class names go to disk before the first checkpoint, so every saved model has them.
