@@ -759,14 +759,13 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
         initial_epoch = resume_state["epochs_done"]
         log(f"resuming after epoch {initial_epoch}")
     else:
+        metadata = make_metadata(class_names, dict(settings, command=" ".join(sys.argv)))
         if init_model is None:
             model = build_model(len(class_names), architecture, learning_rate, label_smoothing, batch_norm_momentum)
         else:
             model = start_model
             compile_model(model, learning_rate, label_smoothing)
             log(f"starting from the weights of {init_model}")
-        metadata = make_metadata(class_names, dict(settings, command=" ".join(sys.argv)))
-        if init_model is not None:
             # The chain of runs behind the model: how its starting weights were made.
             metadata["training"]["initialised_from"] = {
                 "model": str(init_model), "training": start_training or None,
