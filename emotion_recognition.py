@@ -791,6 +791,9 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
         state = read_training_state(output_dir, required=False)
         raise TrainingInterrupted(output_dir, state["epochs_done"] if state else 0) from None
 
+    statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
+    if statistics:
+        metadata["training"]["batch_norm_statistics"] = statistics
     save_model_atomically(model, model_path)
     history = read_history(Path(output_dir) / "history.csv")
     minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
@@ -807,6 +810,86 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
         f"macro-F1 {metrics['macro_f1']:.4f}, ECE {metadata['validation']['ece_before_calibration']:.4f} -> "
         f"{metrics['expected_calibration_error']:.4f} (temperature {metadata['temperature']:.3f}); "
         f"model saved to {model_path}")
+    return output_dir
+
+
+def batch_norm_layers(model):
+    keras = import_keras()
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recompute_batch_norm_statistics(model, faces, batch_size=256, seed=0):
+    """Set every batch-norm layer's moving mean and variance to the average over `faces`, in
+    shuffled batches: the statistics of the inputs the model will see.
+
+    During training they are moving averages over augmented batches, taken while the weights were
+    still changing; un-augmented faces at prediction time differ from those (Wu & Johnson's
+    "precise batch norm"). Dropout stays on, as in training and in PyTorch's SWA `update_bn`:
+    with it off the shipped model scored the same within noise (README, "Batch-norm statistics").
+    """
+    norms = batch_norm_layers(model)
+    momenta = [layer.momentum for layer in norms]
+    order = np.random.default_rng(seed).permutation(len(faces))
+    try:
+        seen = 0
+        for start in range(0, len(faces), batch_size):
+            batch = np.asarray(faces[order[start:start + batch_size]], dtype=np.float32)
+            # moving = moving * m + batch statistic * (1 - m): with m = seen / (seen + n) it is
+            # the running average over every face so far, weighted by batch size.
+            for layer in norms:
+                layer.momentum = seen / (seen + len(batch))
+            model(batch, training=True)
+            seen += len(batch)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
+    """Recompute the batch-norm statistics on the un-augmented training faces and keep them
+    unless validation accuracy drops; returns the record for the model's JSON (None when the
+    model has no batch norm)."""
+    norms = batch_norm_layers(model)
+    if not norms:
+        return None
+    accuracy = lambda: round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
+    before, saved = accuracy(), [layer.get_weights() for layer in norms]
+    recompute_batch_norm_statistics(model, x_train)
+    after = accuracy()
+    kept = after >= before
+    if not kept:
+        for layer, weights in zip(norms, saved):
+            layer.set_weights(weights)
+    log(f"batch-norm statistics recomputed on {len(x_train)} un-augmented training images: validation "
+        f"accuracy {before:.4f} -> {after:.4f}; {'kept' if kept else 'discarded (kept the training-time ones)'}")
+    return {"recomputed_on_training_images": int(len(x_train)), "validation_accuracy_before": before,
+            "validation_accuracy_after": after, "kept": kept}
+
+
+def recompute_batch_norm(model_path, data_dir, output_dir=None, overwrite=False, log=print):
+    """`--recompute-batch-norm`: a saved model with its batch-norm statistics recomputed on
+    `data_dir`/train, written with its JSON and validation figures to a new folder."""
+    model, metadata = load_model_bundle(model_path)
+    if not batch_norm_layers(model):
+        raise UserError(f"{model_path}: has no batch-normalisation layers; nothing to recompute")
+    class_names = metadata["class_names"]
+    train_dir, validation_dir = find_splits(data_dir)
+    check_class_folders(train_dir, class_names)
+    check_class_folders(validation_dir, class_names)
+    output_dir = choose_output_dir(output_dir, overwrite, stem="batchnorm")
+    x_train, _, _ = load_split(train_dir, class_names, log=log)
+    x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
+    statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
+    metadata = dict(metadata, training=dict(metadata.get("training") or {}, batch_norm_statistics=dict(
+        statistics, source_model=str(model_path), command=" ".join(sys.argv))))
+    new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
+    save_model_atomically(model, new_path)
+    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
+    write_json_atomically(metadata, metadata_path(new_path))
+    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
+    save_prediction_grid(x_val, y_val, probabilities, class_names, Path(output_dir) / "validation_predictions.png")
+    log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
     return output_dir
 
 
@@ -1293,6 +1376,9 @@ def parse_args(argv=None):
     parser.add_argument("--calibrate", type=Path, metavar="MODEL",
                         help="fit MODEL's confidence temperature on --test-dir (a validation set) and "
                              "record its validation figures in its JSON; training does this itself")
+    parser.add_argument("--recompute-batch-norm", type=Path, metavar="MODEL",
+                        help="recompute MODEL's batch-norm statistics on --data-dir's un-augmented training "
+                             "images and write the result to --output-dir (training does this itself at its end)")
     parser.add_argument("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
     parser.add_argument("--import-csv", type=Path, metavar="CSV",
                         help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
@@ -1312,8 +1398,13 @@ def parse_args(argv=None):
         parser.error("--calibrate needs --test-dir")
     if args.test_dir and not (args.evaluate or args.calibrate):
         parser.error("--test-dir goes with --evaluate MODEL or --calibrate MODEL")
-    if args.init_model and (args.resume or args.evaluate or args.calibrate or args.import_csv):
-        parser.error("--init-model goes with training, not with --resume, --evaluate, --calibrate or --import-csv")
+    modes = [flag for flag, value in (("--resume", args.resume), ("--evaluate", args.evaluate),
+                                      ("--calibrate", args.calibrate), ("--import-csv", args.import_csv),
+                                      ("--recompute-batch-norm", args.recompute_batch_norm)) if value]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)} are separate jobs; give one")
+    if args.init_model and modes:
+        parser.error(f"--init-model goes with training, not with {modes[0]}")
     if args.import_csv and args.data_dir == DEFAULT_DATA_DIR:
         parser.error("--import-csv needs --data-dir, the folder to write the class folders into")
     return args
@@ -1328,6 +1419,8 @@ def main(argv=None):
             resume(args.resume)
         elif args.calibrate:
             calibrate(args.calibrate, args.test_dir)
+        elif args.recompute_batch_norm:
+            recompute_batch_norm(args.recompute_batch_norm, args.data_dir, args.output_dir, args.overwrite)
         elif args.evaluate:
             evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
         else:
