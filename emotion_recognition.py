@@ -824,8 +824,7 @@ def recompute_batch_norm_statistics(model, faces, batch_size=256, seed=0):
 
     During training they are moving averages over augmented batches, taken while the weights were
     still changing; un-augmented faces at prediction time differ from those (Wu & Johnson's
-    "precise batch norm"). Dropout stays on, as in training and in PyTorch's SWA `update_bn`:
-    with it off the shipped model scored the same within noise (README, "Batch-norm statistics").
+    "precise batch norm"). Dropout stays on, as in training and in PyTorch's `update_bn`.
     """
     norms = batch_norm_layers(model)
     momenta = [layer.momentum for layer in norms]
