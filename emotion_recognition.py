@@ -1357,8 +1357,8 @@ def parse_args(argv=None):
                         help="plateau: halve the rate after 4 epochs without progress; cosine: decay it "
                              "smoothly over --epochs or --time-limit, whichever ends first")
     parser.add_argument("--batch-norm-momentum", type=float, default=BATCH_NORM_MOMENTUM,
-                        help="momentum of the default network's batch-norm moving averages (the shipped "
-                             "model was trained with 0.99)")
+                        help="momentum of the batch-norm moving averages during training (0.99 "
+                             "reproduces the README's runs A to C)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after the epoch that passes this many minutes of training")
     parser.add_argument("--workers", type=int, default=2, help="threads that augment the next batches")
