@@ -916,17 +916,15 @@ def calibrate_and_describe(model, metadata, x_val, y_val):
 
 
 def fit_temperature(labels, probabilities):
-    """The temperature T that minimises validation negative log-likelihood of softmax(log p / T)."""
-    from scipy.optimize import minimize_scalar
+    """The temperature T for softmax(log p / T) with the lowest expected calibration error (15 bins)
+    on these labels, from 601 log-spaced values between 0.05 and 20 (the first of equal ones).
 
+    Calibration error is what the temperature is for; the log-likelihood optimum can miss it (the
+    README's fifth cycle: ECE 0.032 at its likelihood optimum, T 1.61)."""
     labels = np.asarray(labels)
-
-    def negative_log_likelihood(log_temperature):
-        scaled = apply_temperature(probabilities, float(np.exp(log_temperature)))
-        return -np.mean(np.log(np.clip(scaled[np.arange(len(labels)), labels], 1e-12, 1.0)))
-
-    result = minimize_scalar(negative_log_likelihood, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
+    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 601))
+    errors = [expected_calibration_error(labels, apply_temperature(probabilities, float(t))) for t in temperatures]
+    return float(temperatures[int(np.argmin(errors))])
 
 
 def calibrate(model_path, validation_dir, log=print):
