@@ -794,16 +794,11 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
     if statistics:
         metadata["training"]["batch_norm_statistics"] = statistics
-    save_model_atomically(model, model_path)
     history = read_history(Path(output_dir) / "history.csv")
     minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
     metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
-    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
-    write_json_atomically(metadata, metadata_path(model_path))
-    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
+    metadata, metrics = save_described_model(model, metadata, model_path, x_val, y_val)
     save_training_curves(history, Path(output_dir) / "training_curves.png")
-    save_prediction_grid(x_val, y_val, probabilities, class_names,
-                         Path(output_dir) / "validation_predictions.png")
     state = read_training_state(output_dir)
     write_json_atomically(dict(state, finished=True), Path(output_dir) / STATE_FILE)
     log(f"done in {minutes:.1f} min: validation accuracy {metrics['accuracy']:.4f}, "
@@ -882,14 +877,22 @@ def recompute_batch_norm(model_path, data_dir, output_dir=None, overwrite=False,
     metadata = dict(metadata, training=dict(metadata.get("training") or {}, batch_norm_statistics=dict(
         statistics, source_model=str(model_path), command=" ".join(sys.argv))))
     new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
-    save_model_atomically(model, new_path)
-    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
-    write_json_atomically(metadata, metadata_path(new_path))
-    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
-    save_prediction_grid(x_val, y_val, probabilities, class_names, Path(output_dir) / "validation_predictions.png")
+    metadata, metrics = save_described_model(model, metadata, new_path, x_val, y_val)
     log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
         f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
     return output_dir
+
+
+def save_described_model(model, metadata, model_path, x_val, y_val):
+    """A run's final model: saved, calibrated, described in its JSON, and evaluated on validation
+    (metrics, confusion matrix and prediction grid beside it). Returns (metadata, metrics)."""
+    output_dir, class_names = Path(model_path).parent, metadata["class_names"]
+    save_model_atomically(model, model_path)
+    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
+    write_json_atomically(metadata, metadata_path(model_path))
+    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
+    save_prediction_grid(x_val, y_val, probabilities, class_names, output_dir / "validation_predictions.png")
+    return metadata, metrics
 
 
 def calibrate_and_describe(model, metadata, x_val, y_val):
