@@ -883,6 +883,56 @@ def recompute_batch_norm(model_path, data_dir, output_dir=None, overwrite=False,
     return output_dir
 
 
+def restore_class_prior(model_path, data_dir, output_dir=None, overwrite=False, log=print):
+    """`--restore-class-prior`: a model trained with `--class-weight balanced`, its answers put back
+    on the training set's class frequencies, written with its JSON and validation figures to a new
+    folder.
+
+    Balanced weights teach the model the posterior of a set in which every class is equally common:
+    p_balanced(class | face), proportional to p(class | face) / prior(class). Multiplying by the
+    prior gives back p(class | face) (Menon et al., "Long-tail learning via logit adjustment",
+    2021): the rare classes keep the features the weights taught, and the frequent classes get
+    back the answers the weights took from them. log(prior) is added to the softmax layer's bias,
+    so the saved model answers with it and `predict.py` needs nothing new. Nothing is fitted: the
+    prior is the training folders' class counts.
+    """
+    model, metadata = load_model_bundle(model_path)
+    training = metadata.get("training") or {}
+    if training.get("class_weighting") != "balanced":
+        raise UserError(f"{model_path}: was not trained with --class-weight balanced (its JSON says "
+                        f"{training.get('class_weighting')!r}); its answers already follow the class frequencies")
+    if training.get("class_prior"):
+        raise UserError(f"{model_path}: its class prior is already restored (training.class_prior in its JSON)")
+    last = model.layers[-1] if model.layers else None
+    if not (last is not None and getattr(last, "bias", None) is not None
+            and getattr(getattr(last, "activation", None), "__name__", "") == "softmax"):
+        raise UserError(f"{model_path}: its last layer is not a softmax layer with a bias; cannot restore the prior")
+    class_names = metadata["class_names"]
+    train_dir, validation_dir = find_splits(data_dir)
+    check_class_folders(train_dir, class_names)
+    check_class_folders(validation_dir, class_names)
+    output_dir = choose_output_dir(output_dir, overwrite, stem="prior")
+    # The counts that --class-weight balanced weighted by: the training images that decode.
+    _, y_train, _ = load_split(train_dir, class_names, log=log)
+    prior = np.bincount(y_train, minlength=len(class_names)) / len(y_train)
+    x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
+    accuracy = lambda: round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
+    before = accuracy()
+    last.bias.assign(np.asarray(last.bias) + np.log(prior).astype(np.float32))
+    after = accuracy()
+    log(f"class prior of {len(y_train)} training images restored: validation accuracy {before:.4f} -> {after:.4f}")
+    record = {"training_images": int(len(y_train)),
+              "prior": {name: round(float(share), 6) for name, share in zip(class_names, prior)},
+              "validation_accuracy_before": before, "validation_accuracy_after": after,
+              "source_model": str(model_path), "command": " ".join(sys.argv)}
+    metadata = dict(metadata, training=dict(training, class_prior=record))
+    new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
+    metadata, metrics = save_described_model(model, metadata, new_path, x_val, y_val)
+    log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
+    return output_dir
+
+
 def save_described_model(model, metadata, model_path, x_val, y_val):
     """A run's final model: saved, calibrated, described in its JSON, and evaluated on validation
     (metrics, confusion matrix and prediction grid beside it). Returns (metadata, metrics)."""
@@ -1379,6 +1429,10 @@ def parse_args(argv=None):
     parser.add_argument("--recompute-batch-norm", type=Path, metavar="MODEL",
                         help="recompute MODEL's batch-norm statistics on --data-dir's un-augmented training "
                              "images and write the result to --output-dir (training does this itself at its end)")
+    parser.add_argument("--restore-class-prior", type=Path, metavar="MODEL",
+                        help="put a model trained with --class-weight balanced back on --data-dir's training "
+                             "class frequencies (more accurate overall, rare classes recalled less often) and "
+                             "write the result to --output-dir")
     parser.add_argument("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
     parser.add_argument("--import-csv", type=Path, metavar="CSV",
                         help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
@@ -1400,7 +1454,8 @@ def parse_args(argv=None):
         parser.error("--test-dir goes with --evaluate MODEL or --calibrate MODEL")
     modes = [flag for flag, value in (("--resume", args.resume), ("--evaluate", args.evaluate),
                                       ("--calibrate", args.calibrate), ("--import-csv", args.import_csv),
-                                      ("--recompute-batch-norm", args.recompute_batch_norm)) if value]
+                                      ("--recompute-batch-norm", args.recompute_batch_norm),
+                                      ("--restore-class-prior", args.restore_class_prior)) if value]
     if len(modes) > 1:
         parser.error(f"{' and '.join(modes)} are separate jobs; give one")
     if args.init_model and modes:
@@ -1421,6 +1476,8 @@ def main(argv=None):
             calibrate(args.calibrate, args.test_dir)
         elif args.recompute_batch_norm:
             recompute_batch_norm(args.recompute_batch_norm, args.data_dir, args.output_dir, args.overwrite)
+        elif args.restore_class_prior:
+            restore_class_prior(args.restore_class_prior, args.data_dir, args.output_dir, args.overwrite)
         elif args.evaluate:
             evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
         else:
