@@ -846,10 +846,9 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
     norms = batch_norm_layers(model)
     if not norms:
         return None
-    accuracy = lambda: round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
-    before, saved = accuracy(), [layer.get_weights() for layer in norms]
+    before, saved = validation_accuracy(model, x_val, y_val), [layer.get_weights() for layer in norms]
     recompute_batch_norm_statistics(model, x_train)
-    after = accuracy()
+    after = validation_accuracy(model, x_val, y_val)
     kept = after >= before
     if not kept:
         for layer, weights in zip(norms, saved):
@@ -876,10 +875,7 @@ def recompute_batch_norm(model_path, data_dir, output_dir=None, overwrite=False,
     statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
     metadata = dict(metadata, training=dict(metadata.get("training") or {}, batch_norm_statistics=dict(
         statistics, source_model=str(model_path), command=" ".join(sys.argv))))
-    new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
-    metadata, metrics = save_described_model(model, metadata, new_path, x_val, y_val)
-    log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
+    save_job_model(model, metadata, output_dir, x_val, y_val, log)
     return output_dir
 
 
@@ -916,21 +912,30 @@ def restore_class_prior(model_path, data_dir, output_dir=None, overwrite=False, 
     _, y_train, _ = load_split(train_dir, class_names, log=log)
     prior = np.bincount(y_train, minlength=len(class_names)) / len(y_train)
     x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
-    accuracy = lambda: round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
-    before = accuracy()
+    before = validation_accuracy(model, x_val, y_val)
     last.bias.assign(np.asarray(last.bias) + np.log(prior).astype(np.float32))
-    after = accuracy()
+    after = validation_accuracy(model, x_val, y_val)
     log(f"class prior of {len(y_train)} training images restored: validation accuracy {before:.4f} -> {after:.4f}")
     record = {"training_images": int(len(y_train)),
               "prior": {name: round(float(share), 6) for name, share in zip(class_names, prior)},
               "validation_accuracy_before": before, "validation_accuracy_after": after,
               "source_model": str(model_path), "command": " ".join(sys.argv)}
     metadata = dict(metadata, training=dict(training, class_prior=record))
+    save_job_model(model, metadata, output_dir, x_val, y_val, log)
+    return output_dir
+
+
+def validation_accuracy(model, x_val, y_val):
+    return round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
+
+
+def save_job_model(model, metadata, output_dir, x_val, y_val, log=print):
+    """The end of a job that changes a saved model (--recompute-batch-norm, --restore-class-prior):
+    the result saved and described in `output_dir`, its validation figures printed."""
     new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
     metadata, metrics = save_described_model(model, metadata, new_path, x_val, y_val)
     log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
         f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
-    return output_dir
 
 
 def save_described_model(model, metadata, model_path, x_val, y_val):
