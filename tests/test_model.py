@@ -8,7 +8,7 @@ import pytest
 import emotion_recognition as er
 
 
-@pytest.mark.parametrize("architecture", ["default", "wide", "seed", "small"])
+@pytest.mark.parametrize("architecture", er.ARCHITECTURES)
 def test_build_model_maps_48x48_faces_to_class_probabilities(architecture):
     model = er.build_model(3, architecture)
     assert model.input_shape == (None, 48, 48, 1)
@@ -126,3 +126,13 @@ def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("architecture, filters", [
+    ("default", (16, 16, 32, 32, 96, 96, 192, 192)),
+    ("narrow", (16, 16, 32, 32, 64, 64, 128, 128)),
+    ("wide", (32, 32, 64, 64, 128, 128, 256, 256))])
+def test_vgg_architectures_have_the_filters_the_readme_names(architecture, filters):
+    keras = er.import_keras()
+    model = er.build_model(7, architecture)
+    assert tuple(layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)) == filters

@@ -1,6 +1,6 @@
 """Training throughput of the four architectures, side by side in one process.
 
-    python tests/benchmarks/throughput.py            # default, wide, seed and small, 3 rounds each
+    python tests/benchmarks/throughput.py            # default, narrow, wide, seed and small, 3 rounds each
 
 Each round trains every architecture for the same number of batches of random 48x48 faces
 (batch 64, no input pipeline: the model alone), interleaved so that machine noise hits all
@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import emotion_recognition as er  # noqa: E402
 
-ARCHITECTURES = ("default", "wide", "seed", "small")
+ARCHITECTURES = ("default", "narrow", "wide", "seed", "small")
 BATCH_SIZE = 64
 BATCHES = 12
 ROUNDS = 3
