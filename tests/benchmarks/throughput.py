@@ -1,4 +1,4 @@
-"""Training throughput of the four architectures, side by side in one process.
+"""Training throughput of every --architecture, side by side in one process.
 
     python tests/benchmarks/throughput.py            # default, narrow, wide, seed and small, 3 rounds each
 
@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import emotion_recognition as er  # noqa: E402
 
-ARCHITECTURES = ("default", "narrow", "wide", "seed", "small")
+ARCHITECTURES = er.ARCHITECTURES
 BATCH_SIZE = 64
 BATCHES = 12
 ROUNDS = 3
