@@ -56,8 +56,6 @@ DEFAULT_EPOCHS = 60
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_SEED = 42
-# --architecture choices, the default first (build_model's layer builders follow this order).
-ARCHITECTURES = ("default", "narrow", "wide", "seed", "small")
 # Patience values: LR is cut after 4 flat epochs, training stops after 10 (with best weights back).
 REDUCE_LR_PATIENCE = 4
 # Batch normalisation's moving averages (used at validation and prediction) follow the last
@@ -310,12 +308,11 @@ def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARN
                 label_smoothing=0.0, batch_norm_momentum=BATCH_NORM_MOMENTUM):
     """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out."""
     keras = import_keras()
-    builders = dict(zip(ARCHITECTURES, (_default_layers, _narrow_layers, _wide_layers, _seed_layers, _small_layers)))
-    if architecture not in builders:
-        raise UserError(f"unknown architecture {architecture!r} (choose from {', '.join(builders)})")
+    if architecture not in LAYER_BUILDERS:
+        raise UserError(f"unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
     model = keras.Sequential(
         [keras.Input(INPUT_SHAPE), keras.layers.Rescaling(1.0 / 255)]
-        + builders[architecture](keras.layers, keras.regularizers, batch_norm_momentum)
+        + LAYER_BUILDERS[architecture](keras.layers, keras.regularizers, batch_norm_momentum)
         + [keras.layers.Dense(num_classes, activation="softmax", name="probabilities")],
         name=f"emotion_cnn_{architecture}")
     compile_model(model, learning_rate, label_smoothing)
@@ -392,6 +389,12 @@ def _small_layers(layers, regularizers, momentum):
             layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
             layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(), layers.Dropout(0.25),
             layers.Flatten(), layers.Dense(1024, activation="relu"), layers.Dropout(0.5)]
+
+
+# --architecture's choices, the default first.
+LAYER_BUILDERS = {"default": _default_layers, "narrow": _narrow_layers, "wide": _wide_layers,
+                  "seed": _seed_layers, "small": _small_layers}
+ARCHITECTURES = tuple(LAYER_BUILDERS)
 
 
 # ---------------------------------------------------------------------------------------------
