@@ -338,22 +338,28 @@ def _conv_block(layers, regularizers, filters, convolutions, l2, dropout, moment
     return block + [layers.MaxPooling2D(), layers.Dropout(dropout)]
 
 
-def _vgg_layers(layers, regularizers, momentum, widths):
+# Dropout rates after each of the four convolution blocks, then in the dense head.
+DROPOUT = (0.0, 0.1, 0.15, 0.2, 0.4)  # runs B to M in the README; `narrow` and `wide`
+LIGHT_DROPOUT = (0.0, 0.0, 0.05, 0.1, 0.25)  # the default network since run N
+
+
+def _vgg_layers(layers, regularizers, momentum, widths, dropout=DROPOUT):
     """VGG-style double-convolution blocks, L2 on the deeper ones, a small dense head."""
-    return (_conv_block(layers, regularizers, widths[0], 2, 0.0, 0.0, momentum)
-            + _conv_block(layers, regularizers, widths[1], 2, 0.0, 0.1, momentum)
-            + _conv_block(layers, regularizers, widths[2], 2, 1e-4, 0.15, momentum)
-            + _conv_block(layers, regularizers, widths[3], 2, 1e-4, 0.2, momentum)
+    return (_conv_block(layers, regularizers, widths[0], 2, 0.0, dropout[0], momentum)
+            + _conv_block(layers, regularizers, widths[1], 2, 0.0, dropout[1], momentum)
+            + _conv_block(layers, regularizers, widths[2], 2, 1e-4, dropout[2], momentum)
+            + _conv_block(layers, regularizers, widths[3], 2, 1e-4, dropout[3], momentum)
             + [layers.Flatten(), layers.Dense(256, use_bias=False),
                layers.BatchNormalization(momentum=momentum),
-               layers.Activation("relu"), layers.Dropout(0.4)])
+               layers.Activation("relu"), layers.Dropout(dropout[4])])
 
 
 def _default_layers(layers, regularizers, momentum):
     """Conv 16-32-96-192: sized for a 45-minute run on 2 CPU cores. The blocks at 48x48 and 24x24
     take most of its time, so it is narrow there and wider in the blocks at 12x12 and 6x6, where
-    filters cost little (run L in the README: 1.0 point over `narrow` in the same 45 minutes)."""
-    return _vgg_layers(layers, regularizers, momentum, (16, 32, 96, 192))
+    filters cost little (run L in the README: 1.0 point over `narrow` in the same 45 minutes).
+    Its dropout is light: in 45 minutes it under-fits more than it over-fits (run N)."""
+    return _vgg_layers(layers, regularizers, momentum, (16, 32, 96, 192), LIGHT_DROPOUT)
 
 
 def _narrow_layers(layers, regularizers, momentum):

@@ -136,3 +136,13 @@ def test_vgg_architectures_have_the_filters_the_readme_names(architecture, filte
     keras = er.import_keras()
     model = er.build_model(7, architecture)
     assert tuple(layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)) == filters
+
+
+@pytest.mark.parametrize("architecture, rates", [
+    ("default", (0.0, 0.0, 0.05, 0.1, 0.25)),
+    ("narrow", (0.0, 0.1, 0.15, 0.2, 0.4)),
+    ("wide", (0.0, 0.1, 0.15, 0.2, 0.4))])
+def test_vgg_architectures_have_the_dropout_the_readme_names(architecture, rates):
+    keras = er.import_keras()
+    model = er.build_model(7, architecture)
+    assert tuple(layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)) == rates
