@@ -128,21 +128,12 @@ def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("architecture, filters", [
-    ("default", (16, 16, 32, 32, 96, 96, 192, 192)),
-    ("narrow", (16, 16, 32, 32, 64, 64, 128, 128)),
-    ("wide", (32, 32, 64, 64, 128, 128, 256, 256))])
-def test_vgg_architectures_have_the_filters_the_readme_names(architecture, filters):
+@pytest.mark.parametrize("architecture, filters, rates", [
+    ("default", (16, 16, 32, 32, 96, 96, 192, 192), (0.0, 0.0, 0.05, 0.1, 0.25)),
+    ("narrow", (16, 16, 32, 32, 64, 64, 128, 128), (0.0, 0.1, 0.15, 0.2, 0.4)),
+    ("wide", (32, 32, 64, 64, 128, 128, 256, 256), (0.0, 0.1, 0.15, 0.2, 0.4))])
+def test_vgg_architectures_have_the_filters_and_dropout_the_readme_names(architecture, filters, rates):
     keras = er.import_keras()
     model = er.build_model(7, architecture)
     assert tuple(layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)) == filters
-
-
-@pytest.mark.parametrize("architecture, rates", [
-    ("default", (0.0, 0.0, 0.05, 0.1, 0.25)),
-    ("narrow", (0.0, 0.1, 0.15, 0.2, 0.4)),
-    ("wide", (0.0, 0.1, 0.15, 0.2, 0.4))])
-def test_vgg_architectures_have_the_dropout_the_readme_names(architecture, rates):
-    keras = er.import_keras()
-    model = er.build_model(7, architecture)
     assert tuple(layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)) == rates
