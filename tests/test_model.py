@@ -129,7 +129,7 @@ def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
 
 
 @pytest.mark.parametrize("architecture, filters, rates", [
-    ("default", (16, 16, 32, 32, 96, 96, 192, 192), (0.0, 0.0, 0.05, 0.1, 0.25)),
+    ("default", (16, 32, 32, 96, 96, 192, 192), (0.0, 0.0, 0.05, 0.1, 0.25)),
     ("narrow", (16, 16, 32, 32, 64, 64, 128, 128), (0.0, 0.1, 0.15, 0.2, 0.4)),
     ("wide", (32, 32, 64, 64, 128, 128, 256, 256), (0.0, 0.1, 0.15, 0.2, 0.4))])
 def test_vgg_architectures_have_the_filters_and_dropout_the_readme_names(architecture, filters, rates):
