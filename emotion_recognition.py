@@ -356,6 +356,11 @@ def _vgg_layers(layers, regularizers, momentum, widths, dropout=DROPOUT, convolu
                      layers.Activation("relu"), layers.Dropout(dropout[4])]
 
 
+# The default network's filters and convolutions per block (see _default_layers).
+DEFAULT_WIDTHS = (16, 32, 96, 192)
+DEFAULT_CONVOLUTIONS = (1, 2, 2, 2)
+
+
 def _default_layers(layers, regularizers, momentum):
     """Conv 16 / 32-32 / 96-96 / 192-192: sized for a 45-minute run on 2 CPU cores. The blocks at
     48x48 and 24x24 take most of its time, so it is narrow there and wider in the blocks at 12x12
@@ -363,8 +368,8 @@ def _default_layers(layers, regularizers, momentum):
     45 minutes); the block at 48x48 has one convolution, not two, which saves 16-20% of the
     CPU time per image at no loss of accuracy (run Q). Its dropout is light: in 45 minutes it
     under-fits more than it over-fits (run N)."""
-    return _vgg_layers(layers, regularizers, momentum, (16, 32, 96, 192), LIGHT_DROPOUT,
-                       convolutions=(1, 2, 2, 2))
+    return _vgg_layers(layers, regularizers, momentum, DEFAULT_WIDTHS, LIGHT_DROPOUT,
+                       convolutions=DEFAULT_CONVOLUTIONS)
 
 
 def _narrow_layers(layers, regularizers, momentum):

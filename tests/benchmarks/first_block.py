@@ -20,22 +20,23 @@ ROUNDS = 5
 
 
 def two_convolutions_first(layers, regularizers, momentum):
-    return er._vgg_layers(layers, regularizers, momentum, (16, 32, 96, 192), er.LIGHT_DROPOUT,
-                          convolutions=(2, 2, 2, 2))
+    """The default network with two convolutions in its first block."""
+    return er._vgg_layers(layers, regularizers, momentum, er.DEFAULT_WIDTHS, er.LIGHT_DROPOUT,
+                          convolutions=(2,) + er.DEFAULT_CONVOLUTIONS[1:])
 
 
 def main():
     er.LAYER_BUILDERS["two-first"] = two_convolutions_first
     names = ("default", "two-first")
     models, rates, cpu_ms = throughput.measure(names, ROUNDS)
+    medians = {name: statistics.median(rates[name]) for name in names}
+    cpu_medians = {name: statistics.median(cpu_ms[name]) for name in names}
     for name in names:
         print(f"{name:9s} params {models[name].count_params():>9,d}  "
-              f"img/s {', '.join(f'{r:.0f}' for r in rates[name])} (median {statistics.median(rates[name]):.0f})  "
-              f"CPU ms/image {', '.join(f'{c:.2f}' for c in cpu_ms[name])} "
-              f"(median {statistics.median(cpu_ms[name]):.2f})")
-    print(f"the default's CPU time per image is {statistics.median(cpu_ms['default']) / statistics.median(cpu_ms['two-first']):.2f}x "
-          f"the two-convolution network's; its median img/s "
-          f"{statistics.median(rates['default']) / statistics.median(rates['two-first']):.2f}x")
+              f"img/s {', '.join(f'{r:.0f}' for r in rates[name])} (median {medians[name]:.0f})  "
+              f"CPU ms/image {', '.join(f'{c:.2f}' for c in cpu_ms[name])} (median {cpu_medians[name]:.2f})")
+    print(f"the default's CPU time per image is {cpu_medians['default'] / cpu_medians['two-first']:.2f}x "
+          f"the two-convolution network's; its median img/s {medians['default'] / medians['two-first']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Each round trains every architecture for the same number of batches of random 48x48 faces
 (batch 64, no input pipeline: the model alone), interleaved so that machine noise hits all
 alike. Prints images per second per round and the median, and the ratios to the default;
-then the process's CPU time per image, which other guests taking a core away does not change.
+then the process's CPU time per image, which does not change when the process gets less of
+the CPU (rounds on about one core show up in images per second only).
 """
 
 import statistics
