@@ -365,7 +365,7 @@ def _default_layers(layers, regularizers, momentum):
     """Conv 16 / 32-32 / 96-96 / 192-192: sized for a 45-minute run on 2 CPU cores. The blocks at
     48x48 and 24x24 take most of its time, so it is narrow there and wider in the blocks at 12x12
     and 6x6, where filters cost little (run L in the README: 1.0 point over `narrow` in the same
-    45 minutes); the block at 48x48 has one convolution, not two, which saves 16-20% of the
+    45 minutes); the block at 48x48 has one convolution, not two, which saves 15-20% of the
     CPU time per image at no loss of accuracy (run Q). Its dropout is light: in 45 minutes it
     under-fits more than it over-fits (run N)."""
     return _vgg_layers(layers, regularizers, momentum, DEFAULT_WIDTHS, LIGHT_DROPOUT,
