@@ -1,20 +1,25 @@
 """Facial emotion recognition: train a Keras CNN on 48x48 grayscale faces, evaluate it, use it.
 
-Paste-able commands (run from anywhere; relative paths are taken from the working directory):
-
     python emotion_recognition.py                                  # quick start on dataset/
-    python emotion_recognition.py --data-dir ../shared/fer2013 --output-dir runs/fer2013
+    python emotion_recognition.py --data-dir ../shared/fer2013 --output-dir runs/fer2013 \
+        --time-limit 45 --lr-schedule cosine
     python emotion_recognition.py --evaluate models/emotion_model.h5 \
         --test-dir dataset/validation --output-dir runs/eval
+    python emotion_recognition.py --export-onnx runs/old/emotion_model.h5
     python emotion_recognition.py --import-csv fer2013.csv --data-dir fer2013_folders
 
-Importing this module runs nothing. `predict.py` reuses its image loading, model loading and
-class names, so prediction cannot drift from training.
+The file reads in the order data flows: settings, data, model, training, evaluation and plots,
+saving and loading, command line. Importing it runs nothing and loads no TensorFlow: `predict.py`
+reuses its image loading, model loading and class names, so prediction cannot drift from
+training, and with an ONNX export it never waits for TensorFlow to start.
 """
 
 import argparse
+import contextlib
 import csv
 import functools
+import hashlib
+import inspect
 import json
 import math
 import os
@@ -30,67 +35,111 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# ---------------------------------------------------------------------------------------------
-# Constants
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
+# Settings
+# =============================================================================================
 PROJECT_DIR = Path(__file__).resolve().parent
-# FER-2013's native resolution; every image is brought to this size before the model sees it.
+# FER-2013's native resolution; every face is brought to this size before the model sees it.
 IMAGE_SIZE = (48, 48)
 # One channel: FER-2013 is grayscale, and colour carries little expression information.
 INPUT_SHAPE = IMAGE_SIZE + (1,)
-# The model shipped with the project; training never writes here unless told to explicitly.
+# The model shipped with the project; no command writes under models/ unless told to explicitly.
 DEFAULT_MODEL_PATH = PROJECT_DIR / "models" / "emotion_model.h5"
 # The small real sample that makes the quick start work out of the box.
 DEFAULT_DATA_DIR = PROJECT_DIR / "dataset"
 # Training runs go to runs/train, runs/train2, ... so a second run never clobbers the first.
 DEFAULT_RUNS_DIR = Path("runs")
-# The suffixes Pillow reads that people keep face images in.
+# The image files training and prediction both read: formats Pillow decodes that people keep
+# faces in. One list for both, so a folder that trains is a folder that predicts.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Pillow's guard against decompression bombs, made an error instead of a warning: 100 megapixels
+# is more than any phone photo (a 12 MP photo is 12), and a bigger file could take gigabytes.
+MAX_IMAGE_PIXELS = 100_000_000
 # More class folders than this is almost surely a wrong --data-dir (a folder of photos, say).
 MAX_CLASSES = 1000
 # Kaggle's fer2013.csv label order (emotion column 0..6) and its Usage column -> split folders.
 FER2013_CSV_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER2013_CSV_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
-# Training defaults: measured on FER-2013 with 2 CPU cores (see README, "Choosing the recipe").
+
+# Training defaults, measured on FER-2013 with 2 CPU cores (models/README.md, "Recipe").
 DEFAULT_EPOCHS = 60
+# 64 beat 32 over the same minutes; larger batches leave the 2 cores no faster.
 DEFAULT_BATCH_SIZE = 64
+# Adam at 1e-3: 2e-3 lost 0.3 point and most of disgust's recall.
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_SEED = 42
-# Patience values: LR is cut after 4 flat epochs, training stops after 10 (with best weights back).
+# Under the plateau schedule: the rate is halved after 4 flat epochs, training stops after 10
+# (with the best weights back). A cosine schedule sets the run's length itself.
 REDUCE_LR_PATIENCE = 4
-# Batch normalisation's moving averages (used at validation and prediction) follow the last
-# ~10 batches, not Keras's default ~100: on the 22-batch epochs of the quick start, 0.99 left
-# validation at chance for 15+ epochs while training accuracy rose.
-BATCH_NORM_MOMENTUM = 0.9
+EARLY_STOP_PATIENCE = 10
 # The floor of both learning-rate schedules: below it Adam's steps no longer move these weights.
 MIN_LEARNING_RATE = 1e-5
-EARLY_STOP_PATIENCE = 10
-# Augmentation of the seed scripts (rotation, zoom, flip) plus small shifts: faces in FER-2013
-# are roughly but not exactly aligned, so a few pixels of shift mimic real detector crops.
-AUGMENTATION = dict(
-    rotation_range=10,
-    zoom_range=0.1,
-    width_shift_range=0.1,
-    height_shift_range=0.1,
-    horizontal_flip=True,
-    fill_mode="nearest",
-)
+# Batch normalisation's moving averages follow the last ~10 batches, not Keras's ~100: on the
+# 22-batch epochs of the quick start, 0.99 left validation at chance for 15+ epochs.
+BATCH_NORM_MOMENTUM = 0.9
+# The networks: filters per block, convolutions per block, dropout after each block and in the
+# dense head. `default` is sized for a 45-minute run on 2 CPU cores: narrow in the blocks at
+# 48x48 and 24x24, which take most of the time, wider at 12x12 and 6x6 where filters are cheap;
+# one convolution at 48x48 saves 15-20% of the CPU time at no loss. Its dropout is light: in 45
+# minutes it under-fits. `wide` is for long runs (the shipped model), with heavier dropout.
+ARCHITECTURES = {
+    "default": dict(widths=(16, 32, 96, 192), convolutions=(1, 2, 2, 2), dropout=(0.0, 0.0, 0.05, 0.1, 0.25)),
+    "wide": dict(widths=(32, 64, 128, 256), convolutions=(2, 2, 2, 2), dropout=(0.0, 0.1, 0.15, 0.2, 0.4)),
+}
+# L2 weight decay per block: only the deep blocks, which hold most of the weights.
+BLOCK_L2 = (0.0, 0.0, 1e-4, 1e-4)
+# Units of the dense layer before the output.
+DENSE_UNITS = 256
+
+# Augmentation: FER-2013 faces are roughly but not exactly aligned, so small rotations and
+# shifts of a few pixels mimic real detector crops; faces are left-right symmetric.
+AUGMENTATION = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1,
+                    horizontal_flip=True, fill_mode="nearest")
+# Framing: each training face is also scaled by a random factor in this range (log-uniform, the
+# same in x and y), from a crop of 75% of the side to a face padded to 130%. FER-2013 frames
+# faces one way; a detector's box with its margin, or another data set, frames them tighter or
+# looser, and a model trained on one framing loses 7 points at a crop of 80%.
+FRAMING_SCALE = (0.75, 1.3)
+# The two re-framings every evaluation also reports: centre crops of 80% of the side, and faces
+# padded to 120% with their edge pixels repeated, both resized back to 48x48.
+EVALUATION_FRAMINGS = {"crop_80": 0.8, "pad_120": 1.2}
+
+# --distribute: Keras's own strategies. The global batch is --batch-size per replica times the
+# replicas, and the learning rate grows with it (Goyal et al.'s linear scaling rule, "Accurate,
+# large minibatch SGD", 2017), so one replica trains exactly as without a strategy.
+DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
+
+# Faces are classified in batches of this many: one model call per batch, not per face.
+PREDICT_BATCH_SIZE = 256
+# An ONNX export is kept only if it agrees with Keras on real faces: the same class for each
+# and no probability more than this apart.
+ONNX_TOLERANCE = 1e-4
 # Exit status for errors the user can fix (bad path, bad file); argparse uses 2 for bad flags.
 EXIT_USER_ERROR = 1
+# Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+EXIT_INTERRUPTED = 130
+
+STATE_FILE = "training_state.json"
+LAST_CHECKPOINT = "last_checkpoint.keras"
 
 
 class UserError(Exception):
     """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM during training; carries the run folder so the user can resume."""
+
+    def __init__(self, output_dir, epochs_done):
+        super().__init__(str(output_dir))
+        self.output_dir, self.epochs_done = output_dir, epochs_done
+
+
 @functools.lru_cache(maxsize=None)
 def import_keras():
-    """Import Keras lazily, so `--help` and input checks answer before TensorFlow's slow start.
-
-    TensorFlow 2.21 writes C++ start-up notes (oneDNN, CUDA probing) straight to file
-    descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; they are muted for the import and device set-up
-    only. Python errors still surface as usual.
-    """
+    """Import Keras only when a job needs it, so `--help`, input checks and ONNX prediction
+    answer without TensorFlow's slow start. TensorFlow writes C++ start-up notes straight to
+    file descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; they are muted for the import only."""
     with quiet_native_stderr():
         import tensorflow as tf
 
@@ -100,6 +149,8 @@ def import_keras():
 
 
 class quiet_native_stderr:
+    """Mute file descriptor 2 (native libraries' own messages: TensorFlow, FFmpeg) for a block."""
+
     def __enter__(self):
         try:
             sys.stderr.flush()
@@ -117,48 +168,39 @@ class quiet_native_stderr:
         return False
 
 
-def _image_data_generator(**augmentation):
-    """`tf.keras.preprocessing.image.ImageDataGenerator`: a legacy API that TensorFlow 2.21 with
-    Keras 3 still ships (plain `keras.preprocessing.image` no longer has it)."""
-    import_keras()
-    import tensorflow as tf
-
-    return tf.keras.preprocessing.image.ImageDataGenerator(**augmentation)
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: images and class folders
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
+# Data: image files, faces, class folders
+# =============================================================================================
 def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def read_image(path):
-    """Open an image file as an upright PIL image (EXIF orientation applied), any mode.
-
-    Errors a user can cause (missing, unreadable, not an image, truncated) become one-line
-    `UserError`s naming the file.
-    """
+    """Open an image file as an upright PIL image (EXIF orientation applied), any mode; an
+    animated file gives its first frame. Errors a user can cause (missing, unreadable, not an
+    image, truncated, a decompression bomb) become one-line `UserError`s naming the file."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise UserError(f"{path}: {image.width}x{image.height} pixels is more than "
+                                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; refused")
+                image.load()
+                return ImageOps.exif_transpose(image)
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{path}: refused: its declared size could take gigabytes to decode") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UserError(f"{path}: broken image ({error})") from None
-
-
-def open_image(path):
-    """Any image file -> upright 8-bit grayscale PIL image."""
-    return to_grayscale(read_image(path))
 
 
 def to_grayscale(image):
@@ -200,7 +242,21 @@ def preprocess_face(image):
 
 def load_face(path):
     """An image file, taken whole as a face -> model input array (48, 48, 1)."""
-    return preprocess_face(open_image(path))
+    return preprocess_face(to_grayscale(read_image(path)))
+
+
+def find_splits(data_dir):
+    """(train_dir, validation_dir) of a data folder; validation may be named test (Kaggle)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: no such data folder")
+    train_dir = data_dir / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"{data_dir}: has no train/ folder (expected train/ and validation/ or test/)")
+    for name in ("validation", "test"):
+        if (data_dir / name).is_dir():
+            return train_dir, data_dir / name
+    raise UserError(f"{data_dir}: has no validation/ or test/ folder beside train/")
 
 
 def list_class_folders(split_dir):
@@ -219,31 +275,18 @@ def list_class_folders(split_dir):
 
 
 def list_images(class_dir):
-    """Image files directly inside one class folder, sorted, hidden files skipped."""
-    return sorted(path for path in Path(class_dir).iterdir()
-                  if path.is_file() and is_image_file(path) and not path.name.startswith("."))
-
-
-def find_splits(data_dir):
-    """(train_dir, validation_dir) of a data folder; validation may be named test (Kaggle)."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: no such data folder")
-    train_dir = data_dir / "train"
-    if not train_dir.is_dir():
-        raise UserError(f"{data_dir}: has no train/ folder (expected train/ and validation/ or test/)")
-    for name in ("validation", "test"):
-        if (data_dir / name).is_dir():
-            return train_dir, data_dir / name
-    raise UserError(f"{data_dir}: has no validation/ or test/ folder beside train/")
+    """The image files of one class folder and its subfolders, sorted; hidden ones skipped.
+    Training counts, checks and reads exactly these files."""
+    found = []
+    for root, folders, files in os.walk(class_dir):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [Path(root) / name for name in files if is_image_file(name) and not name.startswith(".")]
+    return sorted(found)
 
 
 def check_class_folders(split_dir, class_names=None, min_images=1):
-    """Validate a split folder's classes; returns its class names.
-
-    With `class_names`, the split must hold exactly those classes (training) or, with
-    `subset_ok`, any subset of them (evaluation).
-    """
+    """Validate a split folder's classes and their image counts; returns its class names. With
+    `class_names`, the split must hold exactly those classes."""
     found = list_class_folders(split_dir)
     if class_names is not None and found != list(class_names):
         missing = sorted(set(class_names) - set(found))
@@ -256,42 +299,27 @@ def check_class_folders(split_dir, class_names=None, min_images=1):
         count = len(list_images(Path(split_dir) / name))
         if count < min_images:
             raise UserError(f"{Path(split_dir) / name}: holds {count} image{'' if count == 1 else 's'}, "
-                            f"needs at least {min_images}")
+                            f"needs at least {min_images} ({', '.join(IMAGE_EXTENSIONS)})")
     return found
-
-
-def make_directory_iterator(split_dir, class_names, batch_size=DEFAULT_BATCH_SIZE, shuffle=False,
-                            generator=None, seed=None):
-    """Keras's `flow_from_directory` over a split: the canonical folder -> (image, label) reader.
-
-    It lists the files and labels them by sorted folder name, as every FER-2013 project expects.
-    """
-    generator = generator or _image_data_generator()
-    return generator.flow_from_directory(
-        str(split_dir), target_size=IMAGE_SIZE, color_mode="grayscale", classes=list(class_names),
-        class_mode="categorical", batch_size=batch_size, shuffle=shuffle, seed=seed,
-        interpolation="bilinear")
 
 
 def load_split(split_dir, class_names, log=print):
     """Decode every image of a split once into memory: (x float32 [n,48,48,1], y int [n], files).
 
-    Files are listed by `flow_from_directory` and decoded with `load_face`, the same function
-    `predict.py` uses; a file that cannot be decoded is skipped with a warning naming it instead
-    of crashing the run mid-epoch. Decoding once, rather than every epoch, keeps the CPU for the
-    model (see README, "Input pipeline").
+    Labels follow `class_names` (sorted folder names). A file that cannot be decoded is skipped
+    with a warning naming it instead of crashing the run mid-epoch. Decoding once, rather than
+    every epoch, keeps the CPU for the model.
     """
-    iterator = make_directory_iterator(split_dir, class_names)
     images, labels, files = [], [], []
-    for relative, label in zip(iterator.filenames, iterator.classes):
-        path = Path(split_dir) / relative
-        try:
-            images.append(load_face(path))
-        except UserError as error:
-            log(f"warning: skipping {error}", file=sys.stderr)
-            continue
-        labels.append(int(label))
-        files.append(str(path))
+    for label, name in enumerate(class_names):
+        for path in list_images(Path(split_dir) / name):
+            try:
+                images.append(load_face(path))
+            except UserError as error:
+                log(f"warning: skipping {error}", file=sys.stderr)
+                continue
+            labels.append(label)
+            files.append(str(path))
     if not images:
         raise UserError(f"{split_dir}: no readable images")
     present = set(labels)
@@ -301,121 +329,48 @@ def load_split(split_dir, class_names, log=print):
     return np.stack(images), np.asarray(labels, dtype=np.int64), files
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # Model
-# ---------------------------------------------------------------------------------------------
-def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARNING_RATE,
-                label_smoothing=0.0, batch_norm_momentum=BATCH_NORM_MOMENTUM):
-    """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out."""
-    keras = import_keras()
-    if architecture not in LAYER_BUILDERS:
+# =============================================================================================
+def build_model(num_classes, architecture="default", learning_rate=DEFAULT_LEARNING_RATE):
+    """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out.
+
+    VGG-style blocks of 3x3 convolutions, each with batch norm and ReLU, then max pooling and
+    dropout; a small dense head. The model scales pixels itself (Rescaling), so a saved model
+    carries all its preprocessing.
+    """
+    if architecture not in ARCHITECTURES:
         raise UserError(f"unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
-    model = keras.Sequential(
-        [keras.Input(INPUT_SHAPE), keras.layers.Rescaling(1.0 / 255)]
-        + LAYER_BUILDERS[architecture](keras.layers, keras.regularizers, batch_norm_momentum)
-        + [keras.layers.Dense(num_classes, activation="softmax", name="probabilities")],
-        name=f"emotion_cnn_{architecture}")
-    compile_model(model, learning_rate, label_smoothing)
+    keras = import_keras()
+    layers, spec = keras.layers, ARCHITECTURES[architecture]
+    stack = [keras.Input(INPUT_SHAPE), layers.Rescaling(1.0 / 255)]
+    for filters, convolutions, l2, dropout in zip(spec["widths"], spec["convolutions"], BLOCK_L2, spec["dropout"]):
+        for _ in range(convolutions):
+            stack += [layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                    kernel_regularizer=keras.regularizers.l2(l2) if l2 else None),
+                      layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM), layers.Activation("relu")]
+        stack += [layers.MaxPooling2D(), layers.Dropout(dropout)]
+    stack += [layers.Flatten(), layers.Dense(DENSE_UNITS, use_bias=False),
+              layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM), layers.Activation("relu"),
+              layers.Dropout(spec["dropout"][-1]),
+              # float32 even under mixed precision: a softmax in float16 loses small probabilities.
+              layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")]
+    model = keras.Sequential(stack, name=f"emotion_cnn_{architecture}")
+    compile_model(model, learning_rate)
     return model
 
 
-def compile_model(model, learning_rate, label_smoothing=0.0):
+def compile_model(model, learning_rate):
     keras = import_keras()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=["accuracy"],
-        # XLA on CPU ran convolutions several times slower than TensorFlow's oneDNN kernels here.
-        jit_compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"],
+                  # XLA on CPU ran convolutions several times slower than oneDNN's kernels here.
+                  jit_compile=False)
 
 
-def _conv_block(layers, regularizers, filters, convolutions, l2, dropout, momentum):
-    block = []
-    for _ in range(convolutions):
-        block += [layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                kernel_regularizer=regularizers.l2(l2) if l2 else None),
-                  layers.BatchNormalization(momentum=momentum), layers.Activation("relu")]
-    return block + [layers.MaxPooling2D(), layers.Dropout(dropout)]
-
-
-# Dropout rates after each of the four convolution blocks, then in the dense head.
-DROPOUT = (0.0, 0.1, 0.15, 0.2, 0.4)  # runs B to M in the README; `narrow` and `wide`
-LIGHT_DROPOUT = (0.0, 0.0, 0.05, 0.1, 0.25)  # the default network since run N
-
-
-def _vgg_layers(layers, regularizers, momentum, widths, dropout=DROPOUT, convolutions=(2, 2, 2, 2)):
-    """VGG-style blocks of 3x3 convolutions (two per block unless told), L2 on the deeper ones,
-    a small dense head."""
-    l2 = (0.0, 0.0, 1e-4, 1e-4)
-    blocks = []
-    for block in range(4):
-        blocks += _conv_block(layers, regularizers, widths[block], convolutions[block], l2[block],
-                              dropout[block], momentum)
-    return blocks + [layers.Flatten(), layers.Dense(256, use_bias=False),
-                     layers.BatchNormalization(momentum=momentum),
-                     layers.Activation("relu"), layers.Dropout(dropout[4])]
-
-
-# The default network's filters and convolutions per block (see _default_layers).
-DEFAULT_WIDTHS = (16, 32, 96, 192)
-DEFAULT_CONVOLUTIONS = (1, 2, 2, 2)
-
-
-def _default_layers(layers, regularizers, momentum):
-    """Conv 16 / 32-32 / 96-96 / 192-192: sized for a 45-minute run on 2 CPU cores. The blocks at
-    48x48 and 24x24 take most of its time, so it is narrow there and wider in the blocks at 12x12
-    and 6x6, where filters cost little (run L in the README: 1.0 point over `narrow` in the same
-    45 minutes); the block at 48x48 has one convolution, not two, which saves 15-20% of the
-    CPU time per image at no loss of accuracy (run Q). Its dropout is light: in 45 minutes it
-    under-fits more than it over-fits (run N)."""
-    return _vgg_layers(layers, regularizers, momentum, DEFAULT_WIDTHS, LIGHT_DROPOUT,
-                       convolutions=DEFAULT_CONVOLUTIONS)
-
-
-def _narrow_layers(layers, regularizers, momentum):
-    """Conv 16-32-64-128: the default before run L (the README's runs A to D and K)."""
-    return _vgg_layers(layers, regularizers, momentum, (16, 32, 64, 128))
-
-
-def _wide_layers(layers, regularizers, momentum):
-    """Conv 32-64-128-256: `narrow` twice as wide, for longer runs (the shipped model)."""
-    return _vgg_layers(layers, regularizers, momentum, (32, 64, 128, 256))
-
-
-def _seed_layers(layers, regularizers, momentum):
-    """The seed project's network: Conv 32-64 / 128 / 512 / 512 / 512 with batch norm, Dense 256-512."""
-    def normalise_and_pool():
-        return [layers.BatchNormalization(), layers.MaxPooling2D(), layers.Dropout(0.25)]
-
-    return ([layers.Conv2D(32, 3, padding="same", activation="relu"),
-             layers.Conv2D(64, 3, padding="same", activation="relu")] + normalise_and_pool()
-            + [layers.Conv2D(128, 5, padding="same", activation="relu")] + normalise_and_pool()
-            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
-            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
-            + [layers.Conv2D(512, 3, padding="same", activation="relu")] + normalise_and_pool()
-            + [layers.Flatten(),
-               layers.Dense(256, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.25),
-               layers.Dense(512, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.25)])
-
-
-def _small_layers(layers, regularizers, momentum):
-    """The small seed-002 network: Conv 32-64-128-128, Dense 1024."""
-    return [layers.Conv2D(32, 3, activation="relu"), layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(), layers.Dropout(0.25),
-            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(), layers.Dropout(0.25),
-            layers.Flatten(), layers.Dense(1024, activation="relu"), layers.Dropout(0.5)]
-
-
-# --architecture's choices, the default first.
-LAYER_BUILDERS = {"default": _default_layers, "narrow": _narrow_layers, "wide": _wide_layers,
-                  "seed": _seed_layers, "small": _small_layers}
-ARCHITECTURES = tuple(LAYER_BUILDERS)
-
-
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # Training
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 def one_hot(labels, num_classes):
     return np.eye(num_classes, dtype=np.float32)[labels]
 
@@ -426,306 +381,210 @@ def balanced_sample_weights(labels, num_classes):
     return (len(labels) / (num_classes * counts))[labels].astype(np.float32)
 
 
-def make_training_flow(x, y, num_classes, batch_size, seed, augment=True, sample_weight=None,
-                       workers=2, epoch=0):
-    """`ImageDataGenerator.flow` over decoded images: augmentation on the fly, one pass an epoch,
-    prepared in `workers` threads while the model trains on the previous batch; the same seed
-    gives the same batches (see AugmentedBatches). `epoch` is where a resumed run starts."""
-    generator = _image_data_generator(**(AUGMENTATION if augment else {}))
-    flow = generator.flow(x, one_hot(y, num_classes), batch_size=batch_size, shuffle=True,
-                          seed=seed, sample_weight=sample_weight)
-    return _keras_classes().AugmentedBatches(flow, seed, workers, epoch)
+def make_augmenter(augment=True):
+    """Keras's `ImageDataGenerator` with this project's augmentation: rotation, shift and flip,
+    then a random framing scale (FRAMING_SCALE) as its preprocessing function.
+
+    The legacy generator lives on in TensorFlow 2.21 as `tf.keras.preprocessing.image`.
+    """
+    import_keras()
+    import tensorflow as tf
+
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(**(AUGMENTATION if augment else {}))
+    if augment:
+        low, high = np.log(FRAMING_SCALE[0]), np.log(FRAMING_SCALE[1])
+
+        def random_framing(face):
+            scale = float(np.exp(np.random.uniform(low, high)))
+            return generator.apply_transform(face, {"zx": scale, "zy": scale})
+
+        generator.preprocessing_function = random_framing
+    return generator
 
 
-def make_callbacks(output_dir, model_path, epoch_images, settings, time_limit_minutes=None,
-                   resume_state=None, log=print):
-    """Early stopping (best weights back), the learning-rate schedule (cut on plateau, or
-    cosine), best-only checkpoint, CSV history, a line an epoch, and the state that --resume
-    needs, saved after every epoch."""
+def augmented_batches(x, y, sample_weight, batch_size, seed, augment=True, first_epoch=0):
+    """Endless augmented training batches, epoch after epoch, identical for the same seed.
+
+    `ImageDataGenerator.flow` draws its shuffles and random transforms from NumPy's global
+    generator, seeded from its batch counter; setting that counter from (epoch, batch) makes a
+    batch depend on nothing else, so a resumed run sees the batches an uninterrupted one would.
+    Keras runs this generator in a background thread while the model trains on the last batch.
+    """
+    flow = make_augmenter(augment).flow(x, y, batch_size=batch_size, shuffle=True, seed=seed,
+                                        sample_weight=sample_weight)
+    epoch = first_epoch
+    while True:
+        np.random.seed((seed + 7919 * epoch) % 2**32)
+        flow.on_epoch_end()  # the iterator's own reshuffle of the image order
+        for index in range(len(flow)):
+            flow.total_batches_seen = epoch * len(flow) + index
+            yield flow[index]
+        epoch += 1
+
+
+class EpochReport:
+    """One line an epoch (time, images/s, the share of time spent waiting for input, accuracy),
+    timing columns for history.csv, and the --time-limit stop. A Keras LambdaCallback calls it."""
+
+    def __init__(self, model, epoch_images, time_limit_minutes=None, elapsed_before=0.0, log=print):
+        self.model, self.epoch_images, self.log = model, epoch_images, log
+        self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
+        self.started = time.perf_counter() - elapsed_before
+
+    def elapsed(self):
+        return time.perf_counter() - self.started
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started, self.batch_ended, self.waiting = time.perf_counter(), None, 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Between one batch's end and the next one's start Keras fetches the next batch: that
+        # gap is the time the model waits for the input pipeline.
+        if self.batch_ended is not None:
+            self.waiting += time.perf_counter() - self.batch_ended
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_ended = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs):
+        seconds = time.perf_counter() - self.epoch_started
+        logs.update(epoch_seconds=round(seconds, 2), elapsed_seconds=round(self.elapsed(), 1),
+                    images_per_second=round(self.epoch_images / seconds, 1),
+                    input_wait_share=round(self.waiting / seconds, 4),
+                    learning_rate=float(np.asarray(self.model.optimizer.learning_rate)))
+        self.log(f"epoch {epoch + 1}: {seconds:.0f}s ({logs['images_per_second']:.0f} img/s, "
+                 f"input wait {logs['input_wait_share']:.0%}, {logs['elapsed_seconds'] / 60:.1f} min in) "
+                 f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+                 f"val_loss {logs.get('val_loss', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                 f"lr {logs['learning_rate']:.2g}")
+        if self.time_limit_s and self.elapsed() >= self.time_limit_s:
+            self.log(f"time limit of {self.time_limit_s / 60:g} min reached; stopping")
+            self.model.stop_training = True
+
+
+def cosine_learning_rate(initial, epoch, epochs, time_limit_minutes=None, elapsed_seconds=0.0):
+    """Cosine decay from `initial` to MIN_LEARNING_RATE over the run's budget: whichever of
+    epochs or the time limit runs out first, so a time-limited CPU run still ends at a low rate."""
+    progress = epoch / epochs
+    if time_limit_minutes:
+        progress = max(progress, elapsed_seconds / (time_limit_minutes * 60))
+    return MIN_LEARNING_RATE + (initial - MIN_LEARNING_RATE) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class RunState:
+    """What --resume needs, saved after every epoch: the model with its optimizer
+    (last_checkpoint.keras), the best model so far (emotion_model.h5, replaced atomically only
+    when validation accuracy improves) and the callbacks' counters (training_state.json).
+    A Keras LambdaCallback calls it, after every other callback has updated itself."""
+
+    def __init__(self, model, output_dir, settings, report, early_stopping, reduce_lr=None, resume_state=None):
+        self.model, self.output_dir, self.settings = model, Path(output_dir), settings
+        self.report, self.early_stopping, self.reduce_lr = report, early_stopping, reduce_lr
+        self.resume_state = resume_state
+        self.best = resume_state["checkpoint_best"] if resume_state else None
+
+    @property
+    def model_path(self):
+        return self.output_dir / DEFAULT_MODEL_PATH.name
+
+    def on_train_begin(self, logs=None):
+        # Runs after the Keras callbacks' own on_train_begin, which reset their counters.
+        state = self.resume_state
+        if not state:
+            return
+        stopping = self.early_stopping
+        stopping.wait, stopping.best = state["early_stopping"]["wait"], state["early_stopping"]["best"]
+        stopping.best_epoch = state["early_stopping"]["best_epoch"]
+        if self.model_path.is_file():
+            stopping.best_weights = load_keras_model(self.model_path).get_weights()
+        if self.reduce_lr is not None and state.get("reduce_lr"):
+            for key, value in state["reduce_lr"].items():
+                setattr(self.reduce_lr, key, value)
+
+    def on_epoch_end(self, epoch, logs):
+        accuracy = logs.get("val_accuracy")
+        if accuracy is not None and (self.best is None or accuracy > self.best):
+            self.best = float(accuracy)
+            save_model_atomically(self.model, self.model_path)
+        save_model_atomically(self.model, self.output_dir / LAST_CHECKPOINT)
+        write_json_atomically({
+            "epochs_done": epoch + 1,
+            "elapsed_seconds": round(self.report.elapsed(), 1),
+            "early_stopping": {"wait": self.early_stopping.wait, "best": _plain(self.early_stopping.best),
+                               "best_epoch": self.early_stopping.best_epoch},
+            "reduce_lr": ({"wait": self.reduce_lr.wait, "best": _plain(self.reduce_lr.best),
+                           "cooldown_counter": self.reduce_lr.cooldown_counter} if self.reduce_lr else None),
+            "checkpoint_best": self.best,
+            "stopped": bool(self.model.stop_training),
+            "settings": self.settings,
+        }, self.output_dir / STATE_FILE)
+
+
+def make_callbacks(model, output_dir, epoch_images, settings, resume_state=None, log=print):
+    """Keras's own callbacks (learning-rate schedule, early stopping with the best weights back,
+    CSV history) around the project's report and run state. Order matters: the report adds its
+    timing to the logs that CSVLogger writes, and the state is saved last."""
     keras = import_keras()
-    classes = _keras_classes()
-    report = classes.EpochReport(epoch_images, time_limit_minutes, log=log)
+    report = EpochReport(model, epoch_images, settings.get("time_limit_minutes"),
+                         resume_state["elapsed_seconds"] if resume_state else 0.0, log)
     if settings.get("lr_schedule") == "cosine":
-        schedule = classes.CosineSchedule(settings["learning_rate"], settings["epochs"], time_limit_minutes, report)
+        initial = settings["learning_rate"] * settings.get("replicas", 1)
+        schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: cosine_learning_rate(
+            initial, epoch, settings["epochs"], settings.get("time_limit_minutes"),
+            report.elapsed()))
+        # The schedule sets the run's length: early stopping would end it in its high-rate
+        # phase, before the decay that gives the best epochs, so here it only keeps the best.
+        patience, reduce_lr = settings["epochs"], None
     else:
-        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE,
-                                                     min_lr=MIN_LEARNING_RATE)
-    checkpoint = classes.AtomicModelCheckpoint(str(model_path), monitor="val_accuracy", mode="max",
-                                               save_best_only=True)
-    # A cosine schedule sets the run's length itself: early stopping would end it in its high-rate
-    # phase, before the decay that gives the best epochs, so there it only keeps the best weights.
-    patience = settings["epochs"] if settings.get("lr_schedule") == "cosine" else EARLY_STOP_PATIENCE
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                   patience=patience, restore_best_weights=True)
+        schedule = reduce_lr = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE, min_lr=MIN_LEARNING_RATE)
+        patience = EARLY_STOP_PATIENCE
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                                   restore_best_weights=True)
     history = keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv"), append=resume_state is not None)
-    state = classes.TrainingState(output_dir, model_path, settings, report, schedule, checkpoint,
-                                  early_stopping, resume_state)
-    # Order matters: the report adds timing to the logs that CSVLogger writes, and the state is
-    # saved last, after every other callback has updated its own.
-    return [report, schedule, checkpoint, early_stopping, history, state]
+    state = RunState(model, output_dir, settings, report, early_stopping, reduce_lr, resume_state)
+    return [keras.callbacks.LambdaCallback(on_epoch_begin=report.on_epoch_begin, on_epoch_end=report.on_epoch_end,
+                                           on_train_batch_begin=report.on_train_batch_begin,
+                                           on_train_batch_end=report.on_train_batch_end),
+            schedule, early_stopping, history,
+            keras.callbacks.LambdaCallback(on_train_begin=state.on_train_begin, on_epoch_end=state.on_epoch_end)]
 
 
-STATE_FILE = "training_state.json"
-LAST_CHECKPOINT = "last_checkpoint.keras"
-
-
-@functools.lru_cache(maxsize=None)
-def _keras_classes():
-    """The project's Keras subclasses, defined on first use so that importing this module (and
-    `--help`) does not wait for TensorFlow."""
-    import threading
-    import types
+def make_strategy(distribute):
+    """The tf.distribute strategy for --distribute (None for "none"), with mixed precision on
+    GPUs. mirrored: every visible GPU of this machine (without GPUs, its logical CPUs);
+    multi-worker: the machines TF_CONFIG names, each with its GPUs."""
+    if distribute == "none":
+        return None
+    import tensorflow as tf
 
     keras = import_keras()
-
-    class AugmentedBatches(keras.utils.PyDataset):
-        """An `ImageDataGenerator.flow` iterator's batches, identical for the same seed.
-
-        The legacy iterator draws its shuffles and random transforms from NumPy's global
-        generator, seeded from a batch counter that worker threads would advance in whatever
-        order they happen to run. Here each batch is made under a lock with the counter set from
-        (epoch, batch index), so scheduling cannot change a batch; a worker still prepares the
-        next batch while the model computes on this one."""
-
-        def __init__(self, flow, seed, workers, epoch=0):
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
-            self.flow, self.seed, self.epoch = flow, seed, epoch
-            self.lock = threading.Lock()
-            self._shuffle()
-
-        def _shuffle(self):
-            np.random.seed((self.seed + 7919 * self.epoch) % 2**32)
-            self.flow.on_epoch_end()  # the iterator's own reshuffle of the image order
-
-        def __len__(self):
-            return len(self.flow)
-
-        def __getitem__(self, index):
-            with self.lock:
-                self.flow.total_batches_seen = self.epoch * len(self.flow) + index
-                return self.flow[index]
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            self._shuffle()
-
-    class EpochReport(keras.callbacks.Callback):
-        """One line an epoch: time, images/s, the share of time spent waiting for input data,
-        accuracy; also stops training once an optional time limit has passed."""
-
-        def __init__(self, epoch_images, time_limit_minutes=None, log=print):
-            super().__init__()
-            self.epoch_images = epoch_images
-            self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
-            self.log = log
-            self.elapsed_before = 0.0
-
-        def on_train_begin(self, logs=None):
-            self.started = time.perf_counter() - self.elapsed_before
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
-            self.batch_ended = None
-            self.waiting = 0.0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            # Between one batch's end and the next one's start, Keras fetches the next batch:
-            # that gap is the time the model waits for the input pipeline.
-            if self.batch_ended is not None:
-                self.waiting += time.perf_counter() - self.batch_ended
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batch_ended = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            now = time.perf_counter()
-            seconds = now - self.epoch_started
-            logs["epoch_seconds"] = round(seconds, 2)
-            logs["elapsed_seconds"] = round(now - self.started, 1)
-            logs["images_per_second"] = round(self.epoch_images / seconds, 1)
-            logs["input_wait_share"] = round(self.waiting / seconds, 4)
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            self.log(f"epoch {epoch + 1}: {seconds:.0f}s ({logs['images_per_second']:.0f} img/s, "
-                     f"input wait {logs['input_wait_share']:.0%}, {logs['elapsed_seconds'] / 60:.1f} min in) "
-                     f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
-                     f"val_loss {logs.get('val_loss', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
-                     f"lr {logs['learning_rate']:.2g}")
-            if self.time_limit_s and now - self.started >= self.time_limit_s:
-                self.log(f"time limit of {self.time_limit_s / 60:g} min reached; stopping")
-                self.model.stop_training = True
-
-    class CosineSchedule(keras.callbacks.Callback):
-        """Cosine learning-rate decay from the initial rate to MIN_LEARNING_RATE over the run's
-        budget: whichever of epochs or --time-limit minutes runs out first, so a time-limited
-        CPU run still ends at a low rate. Set at the start of each epoch."""
-
-        def __init__(self, initial, epochs, time_limit_minutes, report):
-            super().__init__()
-            self.initial, self.epochs, self.report = initial, epochs, report
-            self.time_limit_s = time_limit_minutes * 60 if time_limit_minutes else None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            progress = epoch / self.epochs
-            if self.time_limit_s:
-                progress = max(progress, (time.perf_counter() - self.report.started) / self.time_limit_s)
-            rate = MIN_LEARNING_RATE + (self.initial - MIN_LEARNING_RATE) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-            self.model.optimizer.learning_rate.assign(rate)
-
-    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        """Keras's best-only ModelCheckpoint, but each save goes to a temporary file that is then
-        renamed over the old one: a crash mid-save never leaves a broken model where a good one was."""
-
-        def __init__(self, filepath, **kwargs):
-            self.final_path = Path(filepath)
-            super().__init__(str(temporary_path(self.final_path)), **kwargs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            # The .h5 model is for prediction: no optimizer in it. (Keras 3.15's legacy .h5
-            # writer, asked to include the optimizer, also deletes it from the model's compile
-            # config, and the resumable .keras checkpoint then loses its optimizer state.)
-            self.model.save = functools.partial(type(self.model).save, self.model, include_optimizer=False)
-            try:
-                with _quiet_legacy_h5_notice():
-                    super().on_epoch_end(epoch, logs)
-            finally:
-                del self.model.save
-            if Path(self.filepath).exists():
-                os.replace(self.filepath, self.final_path)
-
-    class TrainingState(keras.callbacks.Callback):
-        """After every epoch: the model with its optimizer state (last_checkpoint.keras) and the
-        callbacks' counters (training_state.json), so --resume carries on where this left off."""
-
-        def __init__(self, output_dir, model_path, settings, report, schedule, checkpoint,
-                     early_stopping, resume_state=None):
-            super().__init__()
-            self.output_dir = Path(output_dir)
-            self.model_path = model_path
-            self.settings = settings
-            self.report = report
-            # Only ReduceLROnPlateau has counters to carry over; the cosine schedule follows time.
-            self.reduce_lr = schedule if isinstance(schedule, keras.callbacks.ReduceLROnPlateau) else None
-            self.checkpoint, self.early_stopping = checkpoint, early_stopping
-            self.resume_state = resume_state
-
-        def on_train_begin(self, logs=None):
-            # Runs after the other callbacks' on_train_begin, which reset their counters.
-            state = self.resume_state
-            if not state:
-                return
-            self.early_stopping.wait = state["early_stopping"]["wait"]
-            self.early_stopping.best = state["early_stopping"]["best"]
-            self.early_stopping.best_epoch = state["early_stopping"]["best_epoch"]
-            if Path(self.model_path).is_file():
-                best = keras.models.load_model(str(self.model_path), compile=False, safe_mode=True)
-                self.early_stopping.best_weights = best.get_weights()
-            if self.reduce_lr is not None and state.get("reduce_lr"):
-                self.reduce_lr.wait = state["reduce_lr"]["wait"]
-                self.reduce_lr.best = state["reduce_lr"]["best"]
-                self.reduce_lr.cooldown_counter = state["reduce_lr"]["cooldown_counter"]
-            self.checkpoint.best = state["checkpoint_best"]
-            self.report.started = time.perf_counter() - state["elapsed_seconds"]
-
-        def on_epoch_end(self, epoch, logs=None):
-            save_model_atomically(self.model, self.output_dir / LAST_CHECKPOINT)
-            write_json_atomically({
-                "epochs_done": epoch + 1,
-                "elapsed_seconds": round(time.perf_counter() - self.report.started, 1),
-                "early_stopping": {"wait": self.early_stopping.wait, "best": _plain(self.early_stopping.best),
-                                   "best_epoch": self.early_stopping.best_epoch},
-                "reduce_lr": ({"wait": self.reduce_lr.wait, "best": _plain(self.reduce_lr.best),
-                               "cooldown_counter": self.reduce_lr.cooldown_counter}
-                              if self.reduce_lr is not None else None),
-                "checkpoint_best": _plain(self.checkpoint.best),
-                "stopped": bool(self.model.stop_training),
-                "settings": self.settings,
-            }, self.output_dir / STATE_FILE)
-
-    return types.SimpleNamespace(AugmentedBatches=AugmentedBatches, EpochReport=EpochReport, CosineSchedule=CosineSchedule,
-                                 AtomicModelCheckpoint=AtomicModelCheckpoint, TrainingState=TrainingState)
+    if distribute == "multi-worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UserError("--distribute multi-worker needs TF_CONFIG, the cluster and this worker's task "
+                            "(see README, \"More than one GPU or machine\")")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    if tf.config.list_logical_devices("GPU"):
+        # Half-precision arithmetic is fast on GPUs and slow on CPUs.
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    return strategy
 
 
-def _plain(value):
-    """A NumPy or tensor scalar as a JSON number (None stays None)."""
-    return None if value is None else float(value)
+def is_chief(strategy):
+    """Whether this process writes the run's files: always, but in a multi-worker run only
+    the chief (or worker 0 when no chief is named); the others write to a scratch folder."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def temporary_path(path):
-    """A sibling temporary name with the same suffix (Keras picks the format from the suffix)."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
-def save_model_atomically(model, path):
-    """Save to a temporary sibling, then rename: a crash mid-save never breaks the old file.
-    An .h5 file is for prediction and leaves the optimizer out (see AtomicModelCheckpoint)."""
-    path = Path(path)
-    partial = temporary_path(path)
-    with _quiet_legacy_h5_notice():
-        if path.suffix == ".h5":
-            model.save(str(partial), include_optimizer=False)
-        else:
-            model.save(str(partial))
-    os.replace(partial, path)
-
-
-class _quiet_legacy_h5_notice:
-    """Keras logs "HDF5 is considered legacy" on every .h5 save; the design asks for .h5 (the
-    format users' tools read), so the notice is noise here."""
-
-    def __enter__(self):
-        import logging
-
-        self.logger = logging.getLogger("absl")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc_info):
-        self.logger.setLevel(self.level)
-        return False
-
-
-def write_json_atomically(data, path):
-    path = Path(path)
-    partial = temporary_path(path)
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(partial, path)
-
-
-def choose_output_dir(output_dir, overwrite=False, stem="train"):
-    """The run folder: the user's (refused if it holds files, unless --overwrite) or the first
-    free one of runs/<stem>, runs/<stem>2, ..."""
-    if output_dir is None:
-        for index in range(1, 10000):
-            candidate = DEFAULT_RUNS_DIR / (stem if index == 1 else f"{stem}{index}")
-            if not candidate.exists():
-                output_dir = candidate
-                break
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"{output_dir}: exists and is not a folder")
-    if output_dir.resolve() == DEFAULT_MODEL_PATH.parent.resolve() and not overwrite:
-        raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir}: already holds files from another run; "
-                        "choose another --output-dir or pass --overwrite")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM during training; carries the run folder so the user can resume."""
-
-    def __init__(self, output_dir, epochs_done):
-        super().__init__(str(output_dir))
-        self.output_dir, self.epochs_done = output_dir, epochs_done
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM (a job scheduler, `kill`) ends training like Ctrl-C: what is saved stays saved."""
+class sigterm_as_interrupt:
+    """SIGTERM (a job scheduler, `kill`) ends a job like Ctrl-C: what is saved stays saved."""
 
     def __enter__(self):
         self.previous = signal.getsignal(signal.SIGTERM)
@@ -746,93 +605,136 @@ class _sigterm_as_interrupt:
 
 def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
           learning_rate=DEFAULT_LEARNING_RATE, seed=DEFAULT_SEED, augment=True, architecture="default",
-          label_smoothing=0.0, class_weighting="none", workers=2, time_limit_minutes=None,
-          lr_schedule="plateau", batch_norm_momentum=BATCH_NORM_MOMENTUM, overwrite=False, max_batches=None,
-          resume_state=None, init_model=None, log=print):
-    """Train a model on `data_dir`/train, validate on validation/ (or test/), write all artifacts.
+          class_weighting="none", time_limit_minutes=None, lr_schedule="plateau", overwrite=False,
+          max_batches=None, init_model=None, distribute="none", resume_state=None, log=print):
+    """Train a model on `data_dir`/train, validate on validation/ (or test/), write all artifacts
+    (see `finish_model`). Returns the run folder.
 
-    Returns the run folder. `max_batches` caps each epoch (the --dry-run smoke test uses it);
-    `resume_state` (read by `resume()`) continues an interrupted run in its own folder.
-    `init_model` starts from a saved model's weights (a second schedule, or fine-tuning) instead
-    of random ones; its classes must be the data's, in the same order.
+    `max_batches` caps each epoch (--dry-run). `init_model` starts from a saved model's weights
+    (a second schedule, or fine-tuning); its classes must be the data's, in the same order.
+    `distribute` trains under a tf.distribute strategy (see make_strategy). `resume_state` (read
+    by `resume()`) continues an interrupted run in its own folder.
     """
-    keras = import_keras()
+    # Every check a user can fail comes before TensorFlow's slow start.
     train_dir, validation_dir = find_splits(data_dir)
     class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
     if init_model is not None and not resume_state:
-        start_model, start_metadata = load_start_model(init_model, class_names)
-        # A JSON may say nothing of its training ("training" missing or null): name the network then.
-        start_training = start_metadata.get("training") or {}
-        architecture = start_training.get("architecture", start_model.name)
-    output_dir = Path(output_dir) if resume_state else choose_output_dir(output_dir, overwrite)
-    log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
+        start_metadata = read_metadata(init_model, described_as=run_model_path(init_model))
+        if list(start_metadata["class_names"]) != list(class_names):
+            raise UserError(f"{init_model}: its classes ({', '.join(start_metadata['class_names'])}) are not "
+                            f"the data's ({', '.join(class_names)}); it cannot start this training")
+        architecture = (start_metadata.get("training") or {}).get("architecture", architecture)
+    if not resume_state and distribute != "multi-worker":  # there, only the chief's folder is checked
+        output_dir = choose_output_dir(output_dir, overwrite)
+    keras = import_keras()
+    strategy = make_strategy(distribute)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if not is_chief(strategy):
+        import tempfile
 
+        log = lambda *args, **kwargs: None  # noqa: E731  the chief reports for the cluster
+        output_dir = tempfile.mkdtemp(prefix="emotion-worker-")
+    elif not resume_state and distribute == "multi-worker":
+        output_dir = choose_output_dir(output_dir, overwrite)
+    output_dir = Path(output_dir)
+    log(f"training on {train_dir}, validating on {validation_dir}; writing to {output_dir}")
     x_train, y_train, _ = load_split(train_dir, class_names, log=log)
     x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
-    log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}")
+    log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}"
+        + (f"; {replicas} replicas ({distribute}), global batch {batch_size * replicas}" if strategy else ""))
 
     keras.utils.set_random_seed(seed + (resume_state["epochs_done"] if resume_state else 0))
-    model_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
+    model_path = output_dir / DEFAULT_MODEL_PATH.name
     settings = dict(data_dir=str(data_dir), epochs=epochs, batch_size=batch_size,
                     learning_rate=learning_rate, seed=seed, augment=augment, architecture=architecture,
-                    label_smoothing=label_smoothing, class_weighting=class_weighting, workers=workers,
-                    time_limit_minutes=time_limit_minutes, lr_schedule=lr_schedule,
-                    batch_norm_momentum=batch_norm_momentum, max_batches=max_batches,
-                    init_model=None if init_model is None else str(init_model))
-    if resume_state:
-        model = load_checkpoint(Path(output_dir) / LAST_CHECKPOINT)
-        metadata = read_metadata(model_path)
-        initial_epoch = resume_state["epochs_done"]
-        log(f"resuming after epoch {initial_epoch}")
-    else:
-        metadata = make_metadata(class_names, dict(settings, command=" ".join(sys.argv)))
-        if init_model is None:
-            model = build_model(len(class_names), architecture, learning_rate, label_smoothing, batch_norm_momentum)
-        else:
-            model = start_model
-            compile_model(model, learning_rate, label_smoothing)
-            log(f"starting from the weights of {init_model}")
-            # The chain of runs behind the model: how its starting weights were made.
-            metadata["training"]["initialised_from"] = {
-                "model": str(init_model), "training": start_training or None,
-                "validation_accuracy": (start_metadata.get("validation") or {}).get("accuracy")}
-        initial_epoch = 0
+                    class_weighting=class_weighting, time_limit_minutes=time_limit_minutes,
+                    lr_schedule=lr_schedule, max_batches=max_batches,
+                    init_model=None if init_model is None else str(init_model),
+                    distribute=distribute, replicas=replicas)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, metadata, first_epoch = make_training_model(
+            output_dir, model_path, class_names, settings, resume_state, init_model, replicas, log)
+    if not resume_state:
         # The class names go to disk before the first checkpoint, so every saved model has them.
         write_json_atomically(metadata, metadata_path(model_path))
-        save_sample_grid(x_train, y_train, class_names, Path(output_dir) / "sample_images.png")
-    sample_weight = (balanced_sample_weights(y_train, len(class_names))
-                     if class_weighting == "balanced" else None)
-    flow = make_training_flow(x_train, y_train, len(class_names), batch_size, seed, augment,
-                              sample_weight, workers, epoch=initial_epoch)
-    steps = len(flow) if max_batches is None else min(len(flow), max_batches)
-    callbacks = make_callbacks(output_dir, model_path, steps * batch_size, settings, time_limit_minutes,
-                               resume_state, log)
+        save_sample_grid(x_train, y_train, class_names, output_dir / "sample_images.png")
+
+    sample_weight = balanced_sample_weights(y_train, len(class_names)) if class_weighting == "balanced" else None
+    global_batch = batch_size * replicas
+    batches = augmented_batches(x_train, one_hot(y_train, len(class_names)), sample_weight, global_batch, seed,
+                                augment, first_epoch)
+    steps = math.ceil(len(x_train) / global_batch)
+    steps = steps if max_batches is None else min(steps, max_batches)
+    callbacks = make_callbacks(model, output_dir, steps * global_batch, settings, resume_state, log)
     try:
-        with _sigterm_as_interrupt():
-            # shuffle=False: the flow shuffles itself, reproducibly; Keras would reorder batches.
-            model.fit(flow, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+        with sigterm_as_interrupt():
+            model.fit(batches, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
                       validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
                       callbacks=callbacks, verbose=0)
     except KeyboardInterrupt:
         state = read_training_state(output_dir, required=False)
         raise TrainingInterrupted(output_dir, state["epochs_done"] if state else 0) from None
 
-    statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
-    if statistics:
-        metadata["training"]["batch_norm_statistics"] = statistics
-    history = read_history(Path(output_dir) / "history.csv")
+    if strategy is not None:
+        # The finishing steps and the saved model need no strategy, and float32 weights.
+        keras.mixed_precision.set_global_policy("float32")
+        trained = model
+        model = (build_model(len(class_names), architecture, learning_rate) if architecture in ARCHITECTURES
+                 else keras.models.clone_model(trained))
+        model.set_weights(trained.get_weights())
+    history = read_history(output_dir / "history.csv")
     minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
     metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
-    metadata, metrics = save_described_model(model, metadata, model_path, x_val, y_val)
-    save_training_curves(history, Path(output_dir) / "training_curves.png")
-    state = read_training_state(output_dir)
-    write_json_atomically(dict(state, finished=True), Path(output_dir) / STATE_FILE)
-    log(f"done in {minutes:.1f} min: validation accuracy {metrics['accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f}, ECE {metadata['validation']['ece_before_calibration']:.4f} -> "
-        f"{metrics['expected_calibration_error']:.4f} (temperature {metadata['temperature']:.3f}); "
-        f"model saved to {model_path}")
+    metadata = finish_model(model, metadata, model_path, x_train, y_train, x_val, y_val, log)
+    save_training_curves(history, output_dir / "training_curves.png")
+    write_json_atomically(dict(read_training_state(output_dir), finished=True), output_dir / STATE_FILE)
+    figures = metadata["validation"]
+    log(f"done in {minutes:.1f} min: validation accuracy {figures['accuracy']:.4f}, macro-F1 "
+        f"{figures['macro_f1']:.4f}, ECE {figures['ece_before_calibration']:.4f} -> "
+        f"{figures['ece_after_calibration']:.4f}; model saved to {model_path}")
     return output_dir
+
+
+def make_training_model(output_dir, model_path, class_names, settings, resume_state, init_model, replicas,
+                        log=print):
+    """The model to train, compiled, with its metadata and first epoch: a resumed run's
+    checkpoint, a saved model's weights (--init-model), or a new network. Under a strategy this
+    runs in its scope, so the weights are mirrored."""
+    learning_rate = settings["learning_rate"] * replicas
+    if resume_state:
+        log(f"resuming after epoch {resume_state['epochs_done']}")
+        return load_checkpoint(output_dir / LAST_CHECKPOINT), read_metadata(model_path), resume_state["epochs_done"]
+    # The JSON travels with the model: it names no folder of this machine.
+    metadata = make_metadata(class_names, portable_record(dict(settings, command=portable_command(sys.argv))))
+    if init_model is None:
+        return build_model(len(class_names), settings["architecture"], learning_rate), metadata, 0
+    model, start_metadata = load_model_bundle(init_model, described_as=run_model_path(init_model))
+    compile_model(model, learning_rate)
+    log(f"starting from the weights of {init_model}")
+    # The chain of runs behind the model: how its starting weights were made.
+    metadata["training"]["initialised_from"] = {
+        "model": portable_path(init_model), "training": portable_record(start_metadata.get("training")),
+        "validation_accuracy": (start_metadata.get("validation") or {}).get("accuracy")}
+    return model, metadata, 0
+
+
+def finish_model(model, metadata, model_path, x_train, y_train, x_val, y_val, log=print):
+    """The steps every run ends with, on the best epoch's weights: batch-norm statistics
+    recomputed on un-augmented faces, the class prior restored after balanced class weights,
+    the confidence calibrated; then the model saved and described, evaluated on validation (and
+    its re-framings), and exported to ONNX. Returns the final metadata."""
+    training = metadata["training"]
+    statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
+    if statistics:
+        training["batch_norm_statistics"] = statistics
+    if training.get("class_weighting") == "balanced" and not training.get("class_prior"):
+        training["class_prior"] = restore_class_prior(model, y_train, x_val, y_val, metadata["class_names"], log)
+    save_model_atomically(model, model_path)
+    metadata = describe_on_validation(model, metadata, x_val, y_val, Path(model_path).parent)
+    write_json_atomically(metadata, metadata_path(model_path))
+    export_onnx(model, model_path, x_val, log)
+    return read_metadata(model_path)
 
 
 def batch_norm_layers(model):
@@ -873,9 +775,9 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
     norms = batch_norm_layers(model)
     if not norms:
         return None
-    before, saved = validation_accuracy(model, x_val, y_val), [layer.get_weights() for layer in norms]
+    before, saved = accuracy_of(model, x_val, y_val), [layer.get_weights() for layer in norms]
     recompute_batch_norm_statistics(model, x_train)
-    after = validation_accuracy(model, x_val, y_val)
+    after = accuracy_of(model, x_val, y_val)
     kept = after >= before
     if not kept:
         for layer, weights in zip(norms, saved):
@@ -886,157 +788,26 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
             "validation_accuracy_after": after, "kept": kept}
 
 
-def recompute_batch_norm(model_path, data_dir, output_dir=None, overwrite=False, log=print):
-    """`--recompute-batch-norm`: a saved model with its batch-norm statistics recomputed on
-    `data_dir`/train, written with its JSON and validation figures to a new folder."""
-    model, metadata = load_model_bundle(model_path)
-    if not batch_norm_layers(model):
-        raise UserError(f"{model_path}: has no batch-normalisation layers; nothing to recompute")
-    class_names = metadata["class_names"]
-    train_dir, validation_dir = find_splits(data_dir)
-    check_class_folders(train_dir, class_names)
-    check_class_folders(validation_dir, class_names)
-    output_dir = choose_output_dir(output_dir, overwrite, stem="batchnorm")
-    x_train, _, _ = load_split(train_dir, class_names, log=log)
-    x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
-    statistics = refresh_batch_norm(model, x_train, x_val, y_val, log)
-    metadata = dict(metadata, training=dict(metadata.get("training") or {}, batch_norm_statistics=dict(
-        statistics, source_model=str(model_path), command=" ".join(sys.argv))))
-    save_job_model(model, metadata, output_dir, x_val, y_val, log)
-    return output_dir
+def restore_class_prior(model, y_train, x_val, y_val, class_names, log=print):
+    """Put a model trained with balanced class weights back on the training set's class
+    frequencies; returns the record for the model's JSON.
 
-
-def restore_class_prior(model_path, data_dir, output_dir=None, overwrite=False, log=print):
-    """`--restore-class-prior`: a model trained with `--class-weight balanced`, its answers put back
-    on the training set's class frequencies, written with its JSON and validation figures to a new
-    folder.
-
-    Balanced weights teach the model the posterior of a set in which every class is equally common:
+    Balanced weights teach the posterior of a set in which every class is equally common:
     p_balanced(class | face), proportional to p(class | face) / prior(class). Multiplying by the
     prior gives back p(class | face) (Menon et al., "Long-tail learning via logit adjustment",
-    2021): the rare classes keep the features the weights taught, and the frequent classes get
-    back the answers the weights took from them. log(prior) is added to the softmax layer's bias,
-    so the saved model answers with it and `predict.py` needs nothing new. Nothing is fitted: the
-    prior is the training folders' class counts.
+    2021): rare classes keep the features the weights taught, frequent classes get back the
+    answers the weights took from them. log(prior) is added to the softmax layer's bias, so the
+    saved model answers with it and prediction needs nothing new. Nothing is fitted.
     """
-    model, metadata = load_model_bundle(model_path)
-    training = metadata.get("training") or {}
-    if training.get("class_weighting") != "balanced":
-        raise UserError(f"{model_path}: was not trained with --class-weight balanced (its JSON says "
-                        f"{training.get('class_weighting')!r}); its answers already follow the class frequencies")
-    if training.get("class_prior"):
-        raise UserError(f"{model_path}: its class prior is already restored (training.class_prior in its JSON)")
-    last = model.layers[-1] if model.layers else None
-    if not (last is not None and getattr(last, "bias", None) is not None
-            and getattr(getattr(last, "activation", None), "__name__", "") == "softmax"):
-        raise UserError(f"{model_path}: its last layer is not a softmax layer with a bias; cannot restore the prior")
-    class_names = metadata["class_names"]
-    train_dir, validation_dir = find_splits(data_dir)
-    check_class_folders(train_dir, class_names)
-    check_class_folders(validation_dir, class_names)
-    output_dir = choose_output_dir(output_dir, overwrite, stem="prior")
-    # The counts that --class-weight balanced weighted by: the training images that decode.
-    _, y_train, _ = load_split(train_dir, class_names, log=log)
     prior = np.bincount(y_train, minlength=len(class_names)) / len(y_train)
-    x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
-    before = validation_accuracy(model, x_val, y_val)
+    last = model.layers[-1]
+    before = accuracy_of(model, x_val, y_val)
     last.bias.assign(np.asarray(last.bias) + np.log(prior).astype(np.float32))
-    after = validation_accuracy(model, x_val, y_val)
+    after = accuracy_of(model, x_val, y_val)
     log(f"class prior of {len(y_train)} training images restored: validation accuracy {before:.4f} -> {after:.4f}")
-    record = {"training_images": int(len(y_train)),
-              "prior": {name: round(float(share), 6) for name, share in zip(class_names, prior)},
-              "validation_accuracy_before": before, "validation_accuracy_after": after,
-              "source_model": str(model_path), "command": " ".join(sys.argv)}
-    metadata = dict(metadata, training=dict(training, class_prior=record))
-    save_job_model(model, metadata, output_dir, x_val, y_val, log)
-    return output_dir
-
-
-def validation_accuracy(model, x_val, y_val):
-    return round(float(np.mean(predict_probabilities(model, x_val).argmax(axis=1) == y_val)), 4)
-
-
-def save_job_model(model, metadata, output_dir, x_val, y_val, log=print):
-    """The end of a job that changes a saved model (--recompute-batch-norm, --restore-class-prior):
-    the result saved and described in `output_dir`, its validation figures printed."""
-    new_path = Path(output_dir) / DEFAULT_MODEL_PATH.name
-    metadata, metrics = save_described_model(model, metadata, new_path, x_val, y_val)
-    log(f"validation accuracy {metrics['accuracy']:.4f} (flip TTA {metadata['validation']['flip_tta']['accuracy']:.4f}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}; model saved to {new_path}")
-
-
-def save_described_model(model, metadata, model_path, x_val, y_val):
-    """A run's final model: saved, calibrated, described in its JSON, and evaluated on validation
-    (metrics, confusion matrix and prediction grid beside it). Returns (metadata, metrics)."""
-    output_dir, class_names = Path(model_path).parent, metadata["class_names"]
-    save_model_atomically(model, model_path)
-    metadata, probabilities = calibrate_and_describe(model, metadata, x_val, y_val)
-    write_json_atomically(metadata, metadata_path(model_path))
-    metrics = write_evaluation(output_dir, class_names, y_val, probabilities)
-    save_prediction_grid(x_val, y_val, probabilities, class_names, output_dir / "validation_predictions.png")
-    return metadata, metrics
-
-
-def calibrate_and_describe(model, metadata, x_val, y_val):
-    """Fit the temperature on validation and record the model's validation figures (with and
-    without flip test-time augmentation, ECE before and after) in its metadata. Returns the new
-    metadata and the calibrated validation probabilities. The model itself is not changed."""
-    class_names = metadata["class_names"]
-    raw = predict_probabilities(model, x_val)
-    temperature = fit_temperature(y_val, raw)
-    calibrated = apply_temperature(raw, temperature)
-    flipped = predict_probabilities(model, x_val, temperature, tta=True)
-    plain, with_tta = compute_metrics(class_names, y_val, calibrated), compute_metrics(class_names, y_val, flipped)
-    recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}
-    metadata = dict(metadata, temperature=round(temperature, 4))
-    metadata["validation"] = {
-        "images": int(len(y_val)), "accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"],
-        "per_class_recall": recall(plain),
-        "ece_before_calibration": round(expected_calibration_error(y_val, raw), 4),
-        "ece_after_calibration": plain["expected_calibration_error"],
-        "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
-                     "per_class_recall": recall(with_tta)},
-    }
-    return metadata, calibrated
-
-
-def fit_temperature(labels, probabilities):
-    """The temperature T for softmax(log p / T) with the lowest expected calibration error (15 bins)
-    on these labels, from 601 log-spaced values between 0.05 and 20 (the first of equal ones).
-
-    Calibration error is what the temperature is for; the log-likelihood optimum can miss it (the
-    README's fifth cycle: ECE 0.032 at its likelihood optimum, T 1.61)."""
-    labels = np.asarray(labels)
-    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 601))
-    errors = [expected_calibration_error(labels, apply_temperature(probabilities, float(t))) for t in temperatures]
-    return float(temperatures[int(np.argmin(errors))])
-
-
-def calibrate(model_path, validation_dir, log=print):
-    """Fit a saved model's temperature on a validation folder and record its figures in its JSON."""
-    model, metadata = load_model_bundle(model_path)
-    check_class_folders(validation_dir, metadata["class_names"])
-    x_val, y_val, _ = load_split(validation_dir, metadata["class_names"], log=log)
-    metadata, _ = calibrate_and_describe(model, metadata, x_val, y_val)
-    write_json_atomically(metadata, metadata_path(model_path))
-    figures = metadata["validation"]
-    log(f"{model_path}: temperature {metadata['temperature']}, ECE {figures['ece_before_calibration']} -> "
-        f"{figures['ece_after_calibration']}; accuracy {figures['accuracy']} (flip TTA "
-        f"{figures['flip_tta']['accuracy']}), macro-F1 {figures['macro_f1']}")
-    return metadata
-
-
-def load_start_model(model_path, class_names):
-    """A saved model to train further (--init-model): its outputs must be the data's classes, in
-    the data's order, or every label would be trained against the wrong output."""
-    model_path = Path(model_path)
-    # A run's last checkpoint (its last epoch rather than its best) has the run's JSON beside it.
-    description = model_path.with_name(DEFAULT_MODEL_PATH.name) if model_path.name == LAST_CHECKPOINT else None
-    model, metadata = load_model_bundle(model_path, description)
-    if list(metadata["class_names"]) != list(class_names):
-        raise UserError(f"{model_path}: its classes ({', '.join(metadata['class_names'])}) are not the "
-                        f"data's ({', '.join(class_names)}); it cannot start this training")
-    return model, metadata
+    return {"training_images": int(len(y_train)),
+            "prior": {name: round(float(share), 6) for name, share in zip(class_names, prior)},
+            "validation_accuracy_before": before, "validation_accuracy_after": after}
 
 
 def read_training_state(output_dir, required=True):
@@ -1058,17 +829,10 @@ def resume(output_dir, log=print):
         raise UserError(f"{output_dir}: that run already finished; nothing to resume")
     if not (Path(output_dir) / LAST_CHECKPOINT).is_file():
         raise UserError(f"{output_dir}: no {LAST_CHECKPOINT} to resume from")
-    settings = dict(state["settings"])
+    # The weights come from the run's own checkpoint; settings of older versions are left out.
+    accepted = set(inspect.signature(train).parameters) - {"init_model", "output_dir", "resume_state", "log"}
+    settings = {key: value for key, value in state["settings"].items() if key in accepted}
     return train(output_dir=output_dir, resume_state=state, log=log, **settings)
-
-
-def load_checkpoint(path):
-    """A training checkpoint with its optimizer state (safe mode: no code runs from the file)."""
-    keras = import_keras()
-    try:
-        return keras.models.load_model(str(path), safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
-        raise UserError(f"{path}: cannot resume from it ({str(error).splitlines()[0][:200]})") from None
 
 
 def read_history(path):
@@ -1079,17 +843,9 @@ def read_history(path):
             for key in (rows[0] if rows else {})}
 
 
-def make_metadata(class_names, settings):
-    import tensorflow as tf
-
-    return {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
-            "training": dict(settings, tensorflow_version=tf.__version__,
-                             keras_version=import_keras().__version__, cpu_count=os.cpu_count())}
-
-
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # Evaluation and plots
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 def apply_temperature(probabilities, temperature):
     """Re-scale softmax outputs by a calibration temperature: softmax(log p / T)."""
     if temperature == 1.0:
@@ -1100,9 +856,9 @@ def apply_temperature(probabilities, temperature):
     return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
-def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=256):
+def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=PREDICT_BATCH_SIZE):
     """Class probabilities for an array of faces [n, 48, 48, 1], in batches; `tta` averages each
-    face with its horizontal mirror."""
+    face with its horizontal mirror. `model` is a Keras model or an `OnnxModel`."""
     faces = np.asarray(faces, dtype=np.float32)
     outputs = []
     for start in range(0, len(faces), batch_size):
@@ -1116,8 +872,62 @@ def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=2
     return apply_temperature(np.concatenate(outputs), temperature)
 
 
+def accuracy_of(model, faces, labels):
+    return round(float(np.mean(predict_probabilities(model, faces).argmax(axis=1) == labels)), 4)
+
+
+def reframe(faces, scale):
+    """Faces framed differently, as another detector or data set would: `scale` < 1 keeps a
+    centre crop of that share of the side, > 1 pads to that share with the edge pixels repeated;
+    both resized back to 48x48 as prediction resizes a crop."""
+    out = np.empty_like(faces, dtype=np.float32)
+    side = faces.shape[1]
+    for index, face in enumerate(np.asarray(faces, dtype=np.float32)[..., 0]):
+        if scale < 1:
+            keep = round(side * scale)
+            start = (side - keep) // 2
+            face = face[start:start + keep, start:start + keep]
+        else:
+            pad = round(side * (scale - 1) / 2)
+            face = np.pad(face, pad, mode="edge")
+        image = Image.fromarray(np.clip(face, 0, 255).astype(np.uint8), "L")
+        out[index] = preprocess_face(image)
+    return out
+
+
+def framing_accuracies(model, faces, labels, temperature=1.0):
+    """Accuracy on the faces as they are and on EVALUATION_FRAMINGS of them."""
+    return {name: round(float(np.mean(predict_probabilities(model, reframe(faces, scale), temperature)
+                                      .argmax(axis=1) == labels)), 4)
+            for name, scale in EVALUATION_FRAMINGS.items()}
+
+
+def fit_temperature(labels, probabilities):
+    """The temperature T for softmax(log p / T) with the lowest expected calibration error (15
+    bins) on these labels, from 601 log-spaced values between 0.05 and 20 (the first of equal
+    ones). Calibration error is what the temperature is for; the log-likelihood optimum can
+    miss it."""
+    labels = np.asarray(labels)
+    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 601))
+    errors = [expected_calibration_error(labels, apply_temperature(probabilities, float(t))) for t in temperatures]
+    return float(temperatures[int(np.argmin(errors))])
+
+
+def expected_calibration_error(labels, probabilities, bins=15):
+    """ECE with equal-width confidence bins: how far stated confidence is from actual accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
 def compute_metrics(class_names, labels, probabilities):
-    """Accuracy, macro-F1 (over the classes present in `labels`) and per-class figures."""
+    """Accuracy, macro-F1 (over the classes present in `labels`), ECE and per-class figures."""
     from sklearn import metrics as skm
 
     predictions = probabilities.argmax(axis=1)
@@ -1136,33 +946,77 @@ def compute_metrics(class_names, labels, probabilities):
     }
 
 
-def expected_calibration_error(labels, probabilities, bins=15):
-    """ECE with equal-width confidence bins: how far stated confidence is from actual accuracy."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    error = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+def describe_on_validation(model, metadata, x_val, y_val, output_dir):
+    """Fit the confidence temperatures on validation (one for plain answers, one for answers
+    averaged with the mirror image, which are less extreme) and record the model's validation
+    figures in its metadata; write metrics, confusion matrix and prediction grid to `output_dir`.
+    Returns the new metadata. The model itself is not changed."""
+    class_names = metadata["class_names"]
+    raw, raw_tta = predict_probabilities(model, x_val), predict_probabilities(model, x_val, tta=True)
+    temperature, temperature_tta = fit_temperature(y_val, raw), fit_temperature(y_val, raw_tta)
+    plain = compute_metrics(class_names, y_val, apply_temperature(raw, temperature))
+    with_tta = compute_metrics(class_names, y_val, apply_temperature(raw_tta, temperature_tta))
+    recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}
+    metadata = dict(metadata, temperature=round(temperature, 4), temperature_tta=round(temperature_tta, 4))
+    metadata["validation"] = {
+        "images": int(len(y_val)), "accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"],
+        "per_class_recall": recall(plain),
+        "ece_before_calibration": round(expected_calibration_error(y_val, raw), 4),
+        "ece_after_calibration": plain["expected_calibration_error"],
+        "framing_accuracy": framing_accuracies(model, x_val, y_val),
+        "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
+                     "per_class_recall": recall(with_tta),
+                     "ece_before_calibration": round(expected_calibration_error(y_val, raw_tta), 4),
+                     "ece_after_calibration": with_tta["expected_calibration_error"]},
+    }
+    write_evaluation(output_dir, class_names, y_val, apply_temperature(raw, temperature),
+                     metadata["validation"]["framing_accuracy"])
+    save_prediction_grid(x_val, y_val, apply_temperature(raw, temperature), class_names,
+                         Path(output_dir) / "validation_predictions.png")
+    return metadata
 
 
-def write_evaluation(output_dir, class_names, labels, probabilities):
+def write_evaluation(output_dir, class_names, labels, probabilities, framing=None):
     """metrics.json, classification_report.txt and confusion_matrix.png; returns the metrics."""
     from sklearn import metrics as skm
 
     output_dir = Path(output_dir)
     metrics = compute_metrics(class_names, labels, probabilities)
+    if framing is not None:
+        metrics["framing_accuracy"] = framing
     write_json_atomically(metrics, output_dir / "metrics.json")
     present = sorted(set(int(label) for label in labels))
     report = skm.classification_report(labels, probabilities.argmax(axis=1), labels=present,
                                        target_names=[class_names[i] for i in present], digits=4,
                                        zero_division=0)
     (output_dir / "classification_report.txt").write_text(report, encoding="utf-8")
-    save_confusion_matrix(labels, probabilities.argmax(axis=1), class_names,
-                          output_dir / "confusion_matrix.png")
+    save_confusion_matrix(labels, probabilities.argmax(axis=1), class_names, output_dir / "confusion_matrix.png")
+    return metrics
+
+
+def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=print):
+    """Evaluate a saved model on a folder of class folders (any subset of the model's classes),
+    as it is and re-framed (EVALUATION_FRAMINGS)."""
+    found = list_class_folders(test_dir)
+    metadata = read_metadata(model_path)
+    class_names = metadata["class_names"]
+    unknown = sorted(set(found) - set(class_names))
+    if unknown:
+        raise UserError(f"{test_dir}: class folder(s) {', '.join(unknown)} unknown to the model "
+                        f"(it knows {', '.join(class_names)})")
+    model, metadata = load_model_bundle(model_path)
+    output_dir = choose_output_dir(output_dir, overwrite, stem="evaluate")
+    x, labels, _ = load_split(test_dir, found, log=log)
+    labels = np.asarray([class_names.index(found[label]) for label in labels])
+    temperature = model_temperature(metadata, tta)
+    probabilities = predict_probabilities(model, x, temperature, tta=tta)
+    framing = framing_accuracies(model, x, labels, temperature)
+    metrics = write_evaluation(output_dir, class_names, labels, probabilities, framing)
+    save_prediction_grid(x, labels, probabilities, class_names, Path(output_dir) / "test_predictions.png")
+    log(f"{model_path} on {test_dir} ({len(labels)} images{', flip TTA' if tta else ''}): "
+        f"accuracy {metrics['accuracy']:.4f} (centre crop 80%: {framing['crop_80']:.4f}, padded to 120%: "
+        f"{framing['pad_120']:.4f}), macro-F1 {metrics['macro_f1']:.4f}, "
+        f"ECE {metrics['expected_calibration_error']:.4f}; details in {output_dir}")
     return metrics
 
 
@@ -1228,7 +1082,7 @@ def save_sample_grid(x, labels, class_names, path, count=25, seed=0):
 
 
 def save_prediction_grid(x, labels, probabilities, class_names, path, count=25, seed=0):
-    """Validation faces with predicted label and confidence; wrong ones in red with the truth."""
+    """Faces with predicted label and confidence; wrong ones in red with the truth."""
     plt = _pyplot()
     picks = np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False)
     titles, colours = [], []
@@ -1239,7 +1093,7 @@ def save_prediction_grid(x, labels, probabilities, class_names, path, count=25, 
                       + (f"\n(true: {class_names[labels[i]]})" if wrong else ""))
         colours.append("red" if wrong else "green")
     figure = _image_grid(plt, x[picks], titles, colours)
-    figure.suptitle("Validation predictions (red: wrong)")
+    figure.suptitle("Predictions (red: wrong)")
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -1257,102 +1111,357 @@ def _image_grid(plt, images, titles, colours):
     return figure
 
 
-def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=print):
-    """Evaluate a saved model on a folder of class folders (any subset of the model's classes)."""
-    model, metadata = load_model_bundle(model_path)
-    class_names = metadata["class_names"]
-    found = list_class_folders(test_dir)
-    unknown = sorted(set(found) - set(class_names))
-    if unknown:
-        raise UserError(f"{test_dir}: class folder(s) {', '.join(unknown)} unknown to the model "
-                        f"(it knows {', '.join(class_names)})")
-    output_dir = choose_output_dir(output_dir, overwrite, stem="evaluate")
-    x, labels, files = load_split(test_dir, found, log=log)
-    labels = np.asarray([class_names.index(found[label]) for label in labels])
-    probabilities = predict_probabilities(model, x, metadata.get("temperature", 1.0), tta=tta)
-    metrics = write_evaluation(output_dir, class_names, labels, probabilities)
-    save_prediction_grid(x, labels, probabilities, class_names, Path(output_dir) / "test_predictions.png")
-    log(f"{model_path} on {test_dir} ({len(labels)} images{', flip TTA' if tta else ''}): "
-        f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-        f"ECE {metrics['expected_calibration_error']:.4f}; details in {output_dir}")
-    return metrics
-
-
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # Saving and loading
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
+def temporary_path(path):
+    """A sibling temporary name with the same suffix (Keras picks the format from the suffix)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def replace_atomically(path, write):
+    """Call write(temporary sibling), then rename it over `path`: a crash, a full disk or a
+    refused write never leaves a broken file where a good one was. Errors a user can fix
+    (permissions, no space) become one line naming the file."""
+    path = Path(path)
+    partial = temporary_path(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({error.strerror or error}); nothing there was changed") from None
+
+
+def save_model_atomically(model, path):
+    """Save a Keras model atomically. An .h5 file is for prediction and leaves the optimizer out;
+    a .keras checkpoint keeps it for --resume."""
+    def write(partial):
+        import logging
+
+        # Keras logs "HDF5 is considered legacy" on every .h5 save; the design asks for .h5.
+        logger = logging.getLogger("absl")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            if partial.suffix == ".h5":
+                model.save(str(partial), include_optimizer=False)
+            else:
+                model.save(str(partial))
+        finally:
+            logger.setLevel(level)
+
+    replace_atomically(path, write)
+
+
+def write_json_atomically(data, path):
+    def write(partial):
+        with open(partial, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+
+    replace_atomically(path, write)
+
+
+def choose_output_dir(output_dir, overwrite=False, stem="train"):
+    """The run folder: the user's (refused if it holds files, unless --overwrite) or the first
+    free one of runs/<stem>, runs/<stem>2, ..."""
+    if output_dir is None:
+        for index in range(1, 10000):
+            candidate = DEFAULT_RUNS_DIR / (stem if index == 1 else f"{stem}{index}")
+            if not candidate.exists():
+                output_dir = candidate
+                break
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"{output_dir}: exists and is not a folder")
+    if output_dir.resolve() == DEFAULT_MODEL_PATH.parent.resolve() and not overwrite:
+        raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UserError(f"{output_dir}: already holds files from another run; "
+                        "choose another --output-dir or pass --overwrite")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{output_dir}: cannot create ({error.strerror or error})") from None
+    if not os.access(output_dir, os.W_OK):
+        raise UserError(f"{output_dir}: not writable")
+    return output_dir
+
+
+def portable_path(path):
+    """A path for a model's JSON that says nothing about this machine: relative to the project
+    when inside it, else as given when relative, else its last two parts."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(PROJECT_DIR))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))
+
+
+def portable_record(value):
+    """A JSON record (an older run's, say) with every absolute path in it made portable."""
+    if isinstance(value, dict):
+        return {key: portable_record(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable_record(item) for item in value]
+    if isinstance(value, str) and "/" in value:
+        return " ".join(portable_path(part) if os.path.isabs(part) else part for part in value.split(" "))
+    return value
+
+
+def portable_command(argv):
+    """The command line, with absolute paths made portable (see portable_path)."""
+    return " ".join([Path(argv[0]).name] + [portable_path(arg) if os.path.isabs(arg) else arg for arg in argv[1:]])
+
+
+def make_metadata(class_names, settings):
+    import tensorflow as tf
+
+    return {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
+            "temperature_tta": 1.0,
+            "training": dict(settings, tensorflow_version=tf.__version__,
+                             keras_version=import_keras().__version__, cpu_count=os.cpu_count())}
+
+
 def metadata_path(model_path):
     """The JSON beside a model: models/emotion_model.h5 -> models/emotion_model.json."""
     return Path(model_path).with_suffix(".json")
 
 
-def read_metadata(model_path):
-    path = metadata_path(model_path)
+def run_model_path(model_path):
+    """A run's last checkpoint (its last epoch rather than its best) is described by the JSON of
+    the run's model beside it."""
+    model_path = Path(model_path)
+    return model_path.with_name(DEFAULT_MODEL_PATH.name) if model_path.name == LAST_CHECKPOINT else model_path
+
+
+def read_metadata(model_path, described_as=None):
+    """A model's JSON, checked: class names, and positive finite temperatures where given."""
+    path = metadata_path(described_as or model_path)
+    if not Path(model_path).is_file():
+        raise UserError(f"{model_path}: no such model file")
     if not path.is_file():
         raise UserError(f"{model_path}: no class-name file {path.name} beside it")
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
         class_names = metadata["class_names"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path}: not a valid model description ({error})") from None
+        raise UserError(f"{path}: not a valid model description ({type(error).__name__}: {error})") from None
     if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
         raise UserError(f"{path}: class_names must be a non-empty list of names")
+    if len(set(class_names)) != len(class_names):
+        raise UserError(f"{path}: class_names holds a name twice")
+    for key in ("temperature", "temperature_tta"):
+        value = metadata.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"{path}: {key} must be a positive number, not {value!r}")
     return metadata
 
 
-@functools.lru_cache(maxsize=4)
-def _load_model_cached(model_path, modified):
-    return load_model_bundle(model_path)
+def model_temperature(metadata, tta=False):
+    """The calibration temperature for plain or mirror-averaged answers (older models have
+    only the plain one)."""
+    return metadata.get("temperature_tta", metadata.get("temperature", 1.0)) if tta else metadata.get("temperature", 1.0)
 
 
-def load_model_bundle(model_path=DEFAULT_MODEL_PATH, described_as=None):
-    """Load a saved model and its JSON; checks that they fit together and fit 48x48x1 faces.
-
-    Keras's safe mode stays on: a model file cannot run Python code (Lambda layers are refused).
-    `described_as`: read the JSON of this model path instead (a run's last checkpoint uses its run's).
-    """
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise UserError(f"{model_path}: no such model file")
-    if model_path.stat().st_size == 0:
-        raise UserError(f"{model_path}: empty model file")
-    described_as = model_path if described_as is None else Path(described_as)
-    metadata = read_metadata(described_as)
+def load_keras_model(path):
+    """A saved Keras model, safe mode on: a model file cannot run Python code (Lambda layers are
+    refused). Any failure is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty model file")
     keras = import_keras()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = keras.models.load_model(str(model_path), compile=False, safe_mode=True)
+            return keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "Lambda" in message or "unsafe" in message.lower():
-            raise UserError(f"{model_path}: refused: it holds a Lambda layer with Python code, which "
+            raise UserError(f"{path}: refused: it holds a Lambda layer with Python code, which "
                             "could do anything on this machine; Keras's safe mode does not run it") from None
-        raise UserError(f"{model_path}: not a loadable Keras model ({message[:200]})") from None
+        raise UserError(f"{path}: not a loadable Keras model ({message[:200]})") from None
+
+
+def load_checkpoint(path):
+    """A training checkpoint with its optimizer state (safe mode: no code runs from the file)."""
+    keras = import_keras()
+    try:
+        return keras.models.load_model(str(path), safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
+        raise UserError(f"{path}: cannot resume from it ({str(error).splitlines()[0][:200]})") from None
+
+
+def check_model_fits(model, metadata, model_path, described_as=None):
     input_shape = tuple(model.input_shape[1:])
     if input_shape != INPUT_SHAPE:
         raise UserError(f"{model_path}: expects input {input_shape}, not 48x48 grayscale {INPUT_SHAPE}")
     outputs = model.output_shape[-1]
     if outputs != len(metadata["class_names"]):
-        raise UserError(f"{model_path}: has {outputs} outputs but {metadata_path(described_as).name} "
+        raise UserError(f"{model_path}: has {outputs} outputs but {metadata_path(described_as or model_path).name} "
                         f"names {len(metadata['class_names'])} classes")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_path(model_path):
+    return Path(model_path).with_suffix(".onnx")
+
+
+def matching_onnx(model_path, metadata):
+    """The ONNX export beside a model if its JSON records it as made from this very .h5 file
+    (both files' SHA-256), else None with the reason."""
+    path, record = onnx_path(model_path), metadata.get("onnx")
+    if not path.is_file():
+        return None, f"no {path.name} beside it"
+    if not isinstance(record, dict):
+        return None, f"{metadata_path(model_path).name} does not record {path.name}"
+    if record.get("h5_sha256") != file_sha256(model_path):
+        return None, f"{path.name} was made from another {Path(model_path).name}"
+    if record.get("onnx_sha256") != file_sha256(path):
+        return None, f"{path.name} changed after it was exported"
+    return path, None
+
+
+class OnnxModel:
+    """An ONNX Runtime session that answers like a Keras model: model(batch) -> probabilities."""
+
+    def __init__(self, path):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: a user sees the project's one line
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime raises its own types for a bad file
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"{path}: not a loadable ONNX model ({message[:200]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
+            raise UserError(f"{path}: expects input {inputs[0].shape if inputs else None}, "
+                            f"not 48x48 grayscale {INPUT_SHAPE}")
+        self.input_name = inputs[0].name
+        self.output_shape = tuple(outputs[0].shape)
+        self.input_shape = tuple(inputs[0].shape)
+
+    def __call__(self, batch, training=False):
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def load_model_bundle(model_path=DEFAULT_MODEL_PATH, described_as=None, runtime="keras"):
+    """Load a saved model and its JSON; checks that they fit together and fit 48x48x1 faces.
+
+    runtime: "keras" loads the .h5 with TensorFlow; "onnx" the matching ONNX export beside it
+    (an error if there is none); "auto" the ONNX export when it matches, else Keras, with the
+    same answers either way. `described_as`: read the JSON of this model path instead (a run's
+    last checkpoint uses its run's).
+    """
+    model_path = Path(model_path)
+    metadata = read_metadata(model_path, described_as)
+    if runtime in ("auto", "onnx"):
+        path, problem = matching_onnx(model_path, metadata)
+        if path is not None:
+            model = OnnxModel(path)
+            check_model_fits(model, metadata, path, model_path)
+            return model, metadata
+        if runtime == "onnx":
+            raise UserError(f"{model_path}: --runtime onnx: {problem} (export it with "
+                            f"`python emotion_recognition.py --export-onnx {model_path}`)")
+        if onnx_path(model_path).is_file():
+            print(f"warning: {model_path}: {problem}; using Keras", file=sys.stderr)
+    model = load_keras_model(model_path)
+    check_model_fits(model, metadata, model_path, described_as)
     return model, metadata
 
 
-def detect_emotion(image_path, model_path=DEFAULT_MODEL_PATH):
-    """The emotion of the face in an image file (taken whole): (emotion, confidence in percent)."""
+def export_onnx(model, model_path, faces, log=print):
+    """Write the ONNX export beside a saved .h5 model and record it in the model's JSON, once it
+    gives the same class for every one of `faces` and probabilities within ONNX_TOLERANCE of
+    Keras. A failed export or check keeps the .h5 as it is and says why in one line. Returns
+    True when the export was kept."""
+    model_path = Path(model_path)
+    path = onnx_path(model_path)
+    partial = temporary_path(path)
+    try:
+        import tensorflow as tf
+
+        with quiet_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(str(partial), format="onnx", verbose=False,
+                         input_signature=[tf.TensorSpec((None,) + INPUT_SHAPE, tf.float32)])
+        faces = np.asarray(faces[:PREDICT_BATCH_SIZE], dtype=np.float32)
+        expected, got = predict_probabilities(model, faces), predict_probabilities(OnnxModel(partial), faces)
+        difference = float(np.max(np.abs(expected - got))) if len(faces) else 0.0
+        if not (np.array_equal(expected.argmax(axis=1), got.argmax(axis=1)) and difference <= ONNX_TOLERANCE):
+            raise UserError(f"it differs from Keras by up to {difference:.2g} on {len(faces)} faces")
+        os.replace(partial, path)
+    except Exception as error:  # a missing package, an unsupported layer, a failed check
+        partial.unlink(missing_ok=True)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log(f"warning: no ONNX export for {model_path} ({message[:200]}); prediction uses the .h5")
+        return False
+    metadata = read_metadata(model_path)
+    metadata["onnx"] = {"file": path.name, "onnx_sha256": file_sha256(path), "h5_sha256": file_sha256(model_path),
+                        "checked_on_faces": int(len(faces)), "max_probability_difference": difference}
+    write_json_atomically(metadata, metadata_path(model_path))
+    log(f"ONNX export {path} checked against Keras on {len(faces)} faces (largest difference {difference:.1e})")
+    return True
+
+
+def export_saved_model(model_path, overwrite=False, log=print):
+    """--export-onnx: the ONNX export of a model trained before exports existed, checked on the
+    real faces of the project's sample (dataset/validation)."""
+    model_path = Path(model_path)
+    if onnx_path(model_path).exists() and not overwrite:
+        raise UserError(f"{onnx_path(model_path)}: already exists; pass --overwrite to replace it")
+    model, metadata = load_model_bundle(model_path)
+    sample = DEFAULT_DATA_DIR / "validation"
+    names = [name for name in metadata["class_names"] if (sample / name).is_dir()]
+    faces = load_split(sample, names, log=log)[0] if names else np.random.default_rng(0).uniform(
+        0, 255, (64,) + INPUT_SHAPE).astype(np.float32)
+    if not export_onnx(model, model_path, faces, log):
+        raise UserError(f"{model_path}: the ONNX export failed its check; nothing was written")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model_cached(model_path, runtime, file_stamps):
+    return load_model_bundle(model_path, runtime=runtime)
+
+
+def file_stamp(path):
+    """What tells a changed file from the one cached: modification time and size."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
+def detect_emotion(image_path, model_path=DEFAULT_MODEL_PATH, runtime="auto"):
+    """The emotion of the face in an image file (taken whole): (emotion, confidence in percent).
+    The model is loaded once and reloaded when its .h5, .json or .onnx file changes."""
     model_path = Path(model_path).resolve()
-    model, metadata = _load_model_cached(str(model_path), model_path.stat().st_mtime
-                                         if model_path.exists() else 0)
-    probabilities = predict_probabilities(model, load_face(image_path)[np.newaxis],
-                                          metadata.get("temperature", 1.0))[0]
+    stamps = tuple(file_stamp(path) for path in (model_path, metadata_path(model_path), onnx_path(model_path)))
+    model, metadata = _load_model_cached(str(model_path), runtime, stamps)
+    probabilities = predict_probabilities(model, load_face(image_path)[np.newaxis], model_temperature(metadata))[0]
     best = int(probabilities.argmax())
     return metadata["class_names"][best], round(float(probabilities[best]) * 100, 1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Kaggle's fer2013.csv -> class folders
-# ---------------------------------------------------------------------------------------------
 def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
     """Write fer2013.csv's images as PNG class folders: Training -> train/, PublicTest ->
     validation/, PrivateTest -> test/. Returns {split: count}. Every row is checked first, so a bad
@@ -1405,9 +1514,14 @@ def _parse_csv_row(csv_path, line, row):
     return label, pixels.reshape(IMAGE_SIZE).astype(np.uint8), split
 
 
-# ---------------------------------------------------------------------------------------------
+def _plain(value):
+    """A NumPy or tensor scalar as a JSON number (None stays None)."""
+    return None if value is None else float(value)
+
+
+# =============================================================================================
 # Command line
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default, except for switches and flags whose default is "not given"."""
 
@@ -1429,66 +1543,50 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE, help="Adam's initial learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for weights, shuffling and augmentation")
-    parser.add_argument("--no-augment", action="store_true", help="train without rotation/zoom/shift/flip")
-    parser.add_argument("--architecture", choices=ARCHITECTURES, default="default",
-                        help="default: this project's CNN (Conv 16 / 32-32 / 96-96 / 192-192); narrow: the previous default "
-                             "(16-32-64-128); wide: Conv 32-64-128-256 (the shipped model); seed/small: the "
-                             "seed projects' networks, for comparison")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="share of each target spread over the other classes")
+    parser.add_argument("--no-augment", action="store_true", help="train without rotation, shift, flip and framing scale")
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default="default",
+                        help="default: Conv 16 / 32-32 / 96-96 / 192-192, sized for 45 minutes on 2 CPU cores; "
+                             "wide: Conv 32-64-128-256, for long runs (the shipped model)")
     parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
-                        help="balanced: weight each class's loss by 1/frequency (helps rare classes such as disgust)")
+                        help="balanced: weight each class's loss by 1/frequency (helps rare classes such as "
+                             "disgust); the class frequencies are put back into the model at the end")
     parser.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                         help="plateau: halve the rate after 4 epochs without progress; cosine: decay it "
                              "smoothly over --epochs or --time-limit, whichever ends first")
-    parser.add_argument("--batch-norm-momentum", type=float, default=BATCH_NORM_MOMENTUM,
-                        help="momentum of the batch-norm moving averages during training (0.99 "
-                             "reproduces the README's runs A to C)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after the epoch that passes this many minutes of training")
-    parser.add_argument("--workers", type=int, default=2, help="threads that augment the next batches")
+    parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none",
+                        help="mirrored: train on every GPU of this machine; multi-worker: on the machines "
+                             "TF_CONFIG names. --batch-size and --learning-rate are per GPU")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
     parser.add_argument("--init-model", type=Path, metavar="MODEL",
-                        help="start from this saved model's weights instead of random ones (a second "
-                             "learning-rate schedule, or fine-tuning); a run's last_checkpoint.keras gives "
-                             "its last epoch rather than its best; --architecture is then ignored")
+                        help="start from this saved model's weights instead of random ones (fine-tuning); a "
+                             "run's last_checkpoint.keras gives its last epoch rather than its best")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an interrupted training run from its last finished epoch")
     parser.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir instead of training")
-    parser.add_argument("--test-dir", type=Path, help="with --evaluate or --calibrate: a folder of class folders")
-    parser.add_argument("--calibrate", type=Path, metavar="MODEL",
-                        help="fit MODEL's confidence temperature on --test-dir (a validation set) and "
-                             "record its validation figures in its JSON; training does this itself")
-    parser.add_argument("--recompute-batch-norm", type=Path, metavar="MODEL",
-                        help="recompute MODEL's batch-norm statistics on --data-dir's un-augmented training "
-                             "images and write the result to --output-dir (training does this itself at its end)")
-    parser.add_argument("--restore-class-prior", type=Path, metavar="MODEL",
-                        help="put a model trained with --class-weight balanced back on --data-dir's training "
-                             "class frequencies (more accurate overall, rare classes recalled less often) and "
-                             "write the result to --output-dir")
+    parser.add_argument("--test-dir", type=Path, help="with --evaluate: a folder of class folders")
     parser.add_argument("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
+    parser.add_argument("--export-onnx", type=Path, metavar="MODEL",
+                        help="write MODEL's ONNX export beside it (training does this itself), then stop")
     parser.add_argument("--import-csv", type=Path, metavar="CSV",
                         help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "workers"):
+    for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.learning_rate <= 0:
-        parser.error("--learning-rate must be positive")
-    if not 0 < args.batch_norm_momentum < 1:
-        parser.error("--batch-norm-momentum must be between 0 and 1")
-    if not 0 <= args.label_smoothing < 1:
-        parser.error("--label-smoothing must be in [0, 1)")
+    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
+        parser.error("--learning-rate must be a positive number")
+    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        parser.error("--time-limit must be a positive number of minutes")
     if args.evaluate and not args.test_dir:
         parser.error("--evaluate needs --test-dir")
-    if args.calibrate and not args.test_dir:
-        parser.error("--calibrate needs --test-dir")
-    if args.test_dir and not (args.evaluate or args.calibrate):
-        parser.error("--test-dir goes with --evaluate MODEL or --calibrate MODEL")
+    if args.test_dir and not args.evaluate:
+        parser.error("--test-dir goes with --evaluate MODEL")
     modes = [flag for flag, value in (("--resume", args.resume), ("--evaluate", args.evaluate),
-                                      ("--calibrate", args.calibrate), ("--import-csv", args.import_csv),
-                                      ("--recompute-batch-norm", args.recompute_batch_norm),
-                                      ("--restore-class-prior", args.restore_class_prior)) if value]
+                                      ("--export-onnx", args.export_onnx), ("--import-csv", args.import_csv))
+             if value]
     if len(modes) > 1:
         parser.error(f"{' and '.join(modes)} are separate jobs; give one")
     if args.init_model and modes:
@@ -1501,24 +1599,20 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.import_csv:
-            import_fer2013_csv(args.import_csv, args.data_dir, overwrite=args.overwrite)
-        elif args.resume:
-            resume(args.resume)
-        elif args.calibrate:
-            calibrate(args.calibrate, args.test_dir)
-        elif args.recompute_batch_norm:
-            recompute_batch_norm(args.recompute_batch_norm, args.data_dir, args.output_dir, args.overwrite)
-        elif args.restore_class_prior:
-            restore_class_prior(args.restore_class_prior, args.data_dir, args.output_dir, args.overwrite)
-        elif args.evaluate:
-            evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
-        else:
-            train(args.data_dir, args.output_dir, 1 if args.dry_run else args.epochs, args.batch_size,
-                  args.learning_rate, args.seed, not args.no_augment, args.architecture,
-                  args.label_smoothing, args.class_weight, args.workers, args.time_limit,
-                  args.lr_schedule, args.batch_norm_momentum, args.overwrite,
-                  max_batches=2 if args.dry_run else None, init_model=args.init_model)
+        with sigterm_as_interrupt():
+            if args.import_csv:
+                import_fer2013_csv(args.import_csv, args.data_dir, overwrite=args.overwrite)
+            elif args.resume:
+                resume(args.resume)
+            elif args.evaluate:
+                evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
+            elif args.export_onnx:
+                export_saved_model(args.export_onnx, overwrite=args.overwrite)
+            else:
+                train(args.data_dir, args.output_dir, 1 if args.dry_run else args.epochs, args.batch_size,
+                      args.learning_rate, args.seed, not args.no_augment, args.architecture, args.class_weight,
+                      args.time_limit, args.lr_schedule, args.overwrite, max_batches=2 if args.dry_run else None,
+                      init_model=args.init_model, distribute=args.distribute)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -1526,10 +1620,10 @@ def main(argv=None):
         print(f"interrupted after {stop.epochs_done} finished epoch(s); the best model so far is in "
               f"{stop.output_dir}; continue with: python {Path(sys.argv[0]).name} --resume {stop.output_dir}",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

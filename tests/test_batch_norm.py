@@ -1,13 +1,9 @@
 """Batch-norm statistics recomputed on un-augmented training faces after training."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 
 import emotion_recognition as er
-from conftest import copy_sample
 
 
 def faces(count, seed=0):
@@ -33,12 +29,6 @@ def test_recomputed_statistics_are_those_of_the_faces():
     assert norm.momentum == 0.9, "the layer's own momentum is put back"
 
 
-def test_training_keeps_recomputed_statistics_only_when_validation_accuracy_holds(trained_run):
-    record = json.loads(trained_run["model"].with_suffix(".json").read_text())["training"]["batch_norm_statistics"]
-    assert record["recomputed_on_training_images"] == 16, "the run's 2 classes x 8 training faces"
-    assert record["kept"] == (record["validation_accuracy_after"] >= record["validation_accuracy_before"])
-
-
 def test_statistics_that_lower_validation_accuracy_are_discarded():
     er.import_keras().utils.set_random_seed(0)
     model, x_val = batch_norm_model(), faces(40, seed=1)
@@ -53,48 +43,3 @@ def test_statistics_that_lower_validation_accuracy_are_discarded():
     assert record["validation_accuracy_before"] == 1.0 and record["validation_accuracy_after"] < 1.0
     assert record["kept"] is False
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.get_weights()))
-
-
-def test_recompute_batch_norm_command_writes_a_new_model_and_leaves_the_old_one(trained_run, tmp_path, capsys):
-    source = trained_run["model"]
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    run = tmp_path / "bn"
-    assert er.main(["--recompute-batch-norm", str(source), "--data-dir", str(trained_run["data"]),
-                    "--output-dir", str(run)]) == 0
-    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
-    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
-    record = metadata["training"]["batch_norm_statistics"]
-    assert record["source_model"] == str(source) and record["recomputed_on_training_images"] == 16
-    assert metadata["validation"]["accuracy"] == record[
-        "validation_accuracy_after" if record["kept"] else "validation_accuracy_before"]
-    assert (run / "metrics.json").is_file() and (run / "confusion_matrix.png").is_file()
-    # A second time into the same folder: refused, nothing replaced.
-    written = (run / "emotion_model.h5").read_bytes()
-    assert er.main(["--recompute-batch-norm", str(source), "--data-dir", str(trained_run["data"]),
-                    "--output-dir", str(run)]) == er.EXIT_USER_ERROR
-    assert (run / "emotion_model.h5").read_bytes() == written
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
-
-
-def test_recompute_batch_norm_refuses_other_classes_and_models_without_batch_norm(trained_run, tmp_path, capsys):
-    other = copy_sample(tmp_path / "other", classes=("angry", "happy"))
-    assert er.main(["--recompute-batch-norm", str(trained_run["model"]), "--data-dir", str(other),
-                    "--output-dir", str(tmp_path / "a")]) == er.EXIT_USER_ERROR
-    plain = tmp_path / "plain.h5"
-    keras = er.import_keras()
-    er.save_model_atomically(keras.Sequential([keras.Input(er.INPUT_SHAPE), keras.layers.Flatten(),
-                                               keras.layers.Dense(2, activation="softmax")]), plain)
-    plain.with_suffix(".json").write_text(json.dumps({"class_names": ["happy", "sad"]}))
-    assert er.main(["--recompute-batch-norm", str(plain), "--data-dir", str(trained_run["data"]),
-                    "--output-dir", str(tmp_path / "b")]) == er.EXIT_USER_ERROR
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and "no batch-normalisation layers" in errors[1]
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-
-
-def test_recompute_batch_norm_is_a_job_of_its_own(tmp_path, capsys):
-    with pytest.raises(SystemExit) as usage:
-        er.main(["--recompute-batch-norm", str(tmp_path / "m.h5"), "--evaluate", str(tmp_path / "m.h5"),
-                 "--test-dir", str(tmp_path)])
-    assert usage.value.code == 2
-    assert "separate jobs" in capsys.readouterr().err

@@ -27,24 +27,40 @@ class RecordingModel:
         return np.full((len(batch), self.classes), 1.0 / self.classes, dtype=np.float32)
 
 
-def test_training_pipeline_and_predict_give_the_same_input_array(tmp_path):
-    # One file through Keras's flow_from_directory (what training reads), through the in-memory
-    # training loader, and through predict.py: the three arrays must be identical.
-    data = copy_sample(tmp_path / "data", train_per_class=3)
-    train_dir = data / "train"
-    iterator = er.make_directory_iterator(train_dir, ["happy", "sad"], batch_size=1)
-    keras_array = iterator[0][0][0]
-    first_file = train_dir / iterator.filenames[0]
-    x, _, files = er.load_split(train_dir, ["happy", "sad"])
-    assert files[0] == str(first_file)
+def test_training_batches_and_predict_give_the_same_input_array(tmp_path):
+    # One colour image larger than 48x48 per class, so the resize is compared too: through the
+    # training loader and its (un-augmented) batches, and through predict.py.
+    rng = np.random.default_rng(0)
+    files = []
+    for name in ("happy", "sad"):
+        folder = tmp_path / "train" / name
+        folder.mkdir(parents=True)
+        files.append(folder / "face.png")
+        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8), "RGB").save(files[-1])
+    x, y, listed = er.load_split(tmp_path / "train", ["happy", "sad"])
+    assert listed == [str(path) for path in files]
+    batch_x, batch_y = next(er.augmented_batches(x, er.one_hot(y, 2), None, batch_size=2, seed=0, augment=False))
     model = RecordingModel(2)
     classifier = predict.Classifier(model, {"class_names": ["happy", "sad"]})
-    predict.predict_images([first_file], classifier, predict.FaceDetector("haar"))
-    predict_array = model.seen[0][0]
-    np.testing.assert_array_equal(keras_array, x[0])
-    np.testing.assert_array_equal(keras_array, predict_array)
-    assert predict_array.shape == (48, 48, 1) and predict_array.dtype == np.float32
-    assert predict_array.max() > 1.0, "pixels stay 0..255: scaling is the model's Rescaling layer"
+    predict.predict_images(files, classifier, predict.FaceDetector("haar"))
+    for index in range(2):
+        label = int(batch_y[index].argmax())
+        np.testing.assert_array_equal(batch_x[index], x[label])
+        np.testing.assert_array_equal(model.seen[0][label], x[label])
+    assert x[0].shape == (48, 48, 1) and x.dtype == np.float32
+    assert x.max() > 1.0, "pixels stay 0..255: scaling is the model's Rescaling layer"
+
+
+def test_training_reads_every_image_type_prediction_reads_and_counts_the_same_files(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=2)
+    face = Image.open(first_sample())
+    (data / "train" / "happy" / "nested").mkdir()
+    for name in ("a.webp", "b.gif", "c.pgm", "nested/d.png"):
+        face.save(data / "train" / "happy" / name)
+    x, _, files = er.load_split(data / "train", ["happy", "sad"])
+    assert len(x) == 2 + 4 + 2 and len(files) == len(x)
+    assert all(er.is_image_file(path) for path in files)
+    assert len(er.list_images(data / "train" / "happy")) == 6
 
 
 def test_colour_photo_is_loaded_as_grayscale_48x48(tmp_path):
@@ -87,7 +103,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display
     path = tmp_path / "phone.jpg"
     image.save(path, exif=exif.tobytes(), quality=95)
-    upright = er.open_image(path)
+    upright = er.read_image(path)
     assert upright.size == (30, 60)
     array = np.asarray(upright, dtype=float)
     assert abs(array[:30].mean() - array[30:].mean()) > 200

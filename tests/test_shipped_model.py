@@ -18,7 +18,14 @@ MIN_SAMPLE_ACCURACY = 0.45
 # drops to zero recall there.
 MIN_CLASS_RECALL = 0.10
 
-pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model yet")
+# Happy is the class FER-2013 models recognise best (the shipped model: 85% of validation's).
+MIN_HAPPY_HITS = 35  # of the sample's 50 happy faces
+
+
+def test_the_shipped_model_and_its_onnx_export_are_there():
+    # A missing model fails here rather than silently skipping every claim below.
+    for path in (SHIPPED, er.metadata_path(SHIPPED), er.onnx_path(SHIPPED)):
+        assert path.is_file(), path
 
 
 def test_shipped_model_recognises_the_real_sample_faces(tmp_path):
@@ -39,7 +46,9 @@ def test_shipped_model_json_records_how_it_was_made():
     validation = metadata["validation"]
     assert validation["images"] == 3589
     assert set(validation["per_class_recall"]) == set(metadata["class_names"])
-    assert validation["ece_after_calibration"] <= validation["ece_before_calibration"]
+    assert set(validation["framing_accuracy"]) == {"crop_80", "pad_120"}
+    # No machine's own folders: paths are relative to the project, or names only.
+    assert "/work/" not in json.dumps(metadata) and '"/' not in json.dumps(metadata)
 
 
 def test_shipped_model_is_small_enough():
@@ -47,8 +56,7 @@ def test_shipped_model_is_small_enough():
 
 
 def test_detect_emotion_uses_the_shipped_model_by_default():
-    face = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[0]
-    emotion, confidence = er.detect_emotion(face)
-    assert emotion in er.read_metadata(SHIPPED)["class_names"]
-    assert 100 / 7 <= confidence <= 100
-    assert np.isfinite(confidence)
+    faces = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())
+    answers = [er.detect_emotion(face) for face in faces]
+    assert sum(emotion == "happy" for emotion, _ in answers) >= MIN_HAPPY_HITS
+    assert len({confidence for _, confidence in answers}) > 10, "confidences differ from face to face"
