@@ -1,13 +1,17 @@
 """Every bad image, folder and path a user can hand the tools: one clear line each, the batch
 goes on, nothing a user made is lost."""
 
+import errno
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 import emotion_recognition as er
 import predict
-from conftest import SAMPLE_DIR
+from conftest import PROJECT_DIR, SAMPLE_DIR, copy_sample
 
 
 @pytest.fixture
@@ -101,3 +105,50 @@ def test_evaluation_runs_get_their_own_folders(trained_run, tmp_path, monkeypatc
                         str(trained_run["data"] / "validation")]) == 0
     assert (tmp_path / "runs" / "evaluate" / "metrics.json").is_file()
     assert (tmp_path / "runs" / "evaluate2" / "metrics.json").is_file()
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    data = copy_sample(tmp_path / "data")
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert er.main(["--data-dir", str(data), "--output-dir", str(target)]) == er.EXIT_USER_ERROR
+    assert capsys.readouterr().err.strip() == f"error: {target}: exists and is not a folder"
+    assert target.read_text() == "mine"
+
+
+def test_a_full_disk_while_saving_leaves_the_old_model_intact(trained_run, tmp_path, monkeypatch):
+    path = tmp_path / "emotion_model.h5"
+    path.write_bytes(trained_run["model"].read_bytes())
+    before = path.read_bytes()
+    model = er.load_keras_model(path)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(type(model), "save", no_space)
+    with pytest.raises(er.UserError, match="cannot write \\(No space left on device\\); nothing there was changed"):
+        er.save_model_atomically(model, path)
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_bad_training_input_is_answered_before_tensorflow_starts(tmp_path):
+    code = ("import sys, emotion_recognition as er\n"
+            "status = er.main(['--data-dir', sys.argv[1]])\n"
+            "print(status, any(name.split('.')[0] == 'tensorflow' for name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "absent")], capture_output=True,
+                            text=True, cwd=PROJECT_DIR, timeout=120)
+    assert result.stdout.split() == ["1", "False"], result.stderr
+    assert result.stderr.strip() == f"error: {tmp_path / 'absent'}: no such data folder"
+
+
+def test_detect_emotion_sees_an_edited_model_json(trained_run, tmp_path):
+    path = tmp_path / "emotion_model.h5"
+    path.write_bytes(trained_run["model"].read_bytes())
+    metadata = er.read_metadata(trained_run["model"])
+    metadata.pop("onnx")
+    er.write_json_atomically(metadata, er.metadata_path(path))
+    first, confidence = er.detect_emotion(good_face(), path)
+    er.write_json_atomically(dict(metadata, class_names=metadata["class_names"][::-1]), er.metadata_path(path))
+    second, same_confidence = er.detect_emotion(good_face(), path)
+    assert {first, second} == {"happy", "sad"} and same_confidence == confidence

@@ -1,5 +1,7 @@
 """A model file from a stranger cannot run code, and wrong model files get one clear line."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,33 @@ def test_broken_class_name_json(tmp_path):
     er.metadata_path(path).write_text('{"class_names": []}')
     with pytest.raises(er.UserError, match="non-empty list"):
         er.load_model_bundle(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"temperature": 0}, "temperature must be a positive number, not 0"),
+    ({"temperature": -1.5}, "temperature must be a positive number, not -1.5"),
+    ({"temperature_tta": "hot"}, "temperature_tta must be a positive number, not 'hot'"),
+    ({"class_names": ["a", "a"]}, "class_names holds a name twice"),
+])
+def test_a_model_json_with_bad_values_is_one_line_from_predict(trained_run, tmp_path, capsys, change, message):
+    path = tmp_path / "model.h5"
+    path.write_bytes(trained_run["model"].read_bytes())
+    metadata = dict(er.read_metadata(trained_run["model"]), **change)
+    metadata.pop("onnx", None)
+    er.write_json_atomically(metadata, er.metadata_path(path))
+    assert predict.main([str(good_face()), "--model", str(path)]) == er.EXIT_USER_ERROR
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {er.metadata_path(path)}: {message}"
+
+
+def test_extra_keys_are_ignored_and_missing_optional_ones_have_defaults(trained_run, tmp_path, capsys):
+    path = tmp_path / "model.h5"
+    path.write_bytes(trained_run["model"].read_bytes())
+    er.write_json_atomically({"class_names": ["happy", "sad"], "from_the_future": {"x": 1}}, er.metadata_path(path))
+    assert predict.main([str(good_face()), "--model", str(path), "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["faces"][0]["emotion"] in ("happy", "sad")
+
+
+def good_face():
+    return sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[0]
