@@ -38,6 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # =============================================================================================
 # Settings
 # =============================================================================================
+# Paths in the project are taken from this file's folder, never from the working directory.
 PROJECT_DIR = Path(__file__).resolve().parent
 # FER-2013's native resolution; every face is brought to this size before the model sees it.
 IMAGE_SIZE = (48, 48)
@@ -61,12 +62,14 @@ MAX_CLASSES = 1000
 FER2013_CSV_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER2013_CSV_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 
-# Training defaults, measured on FER-2013 with 2 CPU cores (models/README.md, "Recipe").
+# Training defaults, measured on FER-2013 with 2 CPU cores (models/README.md, "How the recipe
+# was chosen").
 DEFAULT_EPOCHS = 60
 # 64 beat 32 over the same minutes; larger batches leave the 2 cores no faster.
 DEFAULT_BATCH_SIZE = 64
 # Adam at 1e-3: 2e-3 lost 0.3 point and most of disgust's recall.
 DEFAULT_LEARNING_RATE = 1e-3
+# Any fixed seed makes two runs alike: the same weights, shuffles and augmentation.
 DEFAULT_SEED = 42
 # Under the plateau schedule: the rate is halved after 4 flat epochs, training stops after 10
 # (with the best weights back). A cosine schedule sets the run's length itself.
@@ -109,8 +112,13 @@ EVALUATION_FRAMINGS = {"crop_80": 0.8, "pad_120": 1.2}
 # large minibatch SGD", 2017), so one replica trains exactly as without a strategy.
 DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
 
-# Faces are classified in batches of this many: one model call per batch, not per face.
+# Faces are classified in batches of this many: one model call per batch, not per face, in
+# memory a few megabytes.
 PREDICT_BATCH_SIZE = 256
+# Temperatures tried when calibrating: 601 log-spaced values from 0.05 (sharpen) to 20 (flatten),
+# scored by expected calibration error over 15 equal-width confidence bins (Guo et al., 2017).
+TEMPERATURE_GRID = (0.05, 20.0, 601)
+CALIBRATION_BINS = 15
 # An ONNX export is kept only if it agrees with Keras on real faces: the same class for each
 # and no probability more than this apart.
 ONNX_TOLERANCE = 1e-4
@@ -119,10 +127,14 @@ EXIT_USER_ERROR = 1
 # Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
 EXIT_INTERRUPTED = 130
 
+# A run folder's resumable state: the callbacks' counters, and the model with its optimizer.
 STATE_FILE = "training_state.json"
 LAST_CHECKPOINT = "last_checkpoint.keras"
 
 
+# =============================================================================================
+# Shared helpers: user errors, TensorFlow on demand
+# =============================================================================================
 class UserError(Exception):
     """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
 
@@ -133,6 +145,13 @@ class TrainingInterrupted(Exception):
     def __init__(self, output_dir, epochs_done):
         super().__init__(str(output_dir))
         self.output_dir, self.epochs_done = output_dir, epochs_done
+
+
+def first_line(error, limit=200):
+    """An exception's message as one short line (its type when it has no message): how a
+    library's multi-line error reaches the user inside a UserError."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 @functools.lru_cache(maxsize=None)
@@ -274,14 +293,26 @@ def list_class_folders(split_dir):
     return classes
 
 
-def list_images(class_dir):
-    """The image files of one class folder and its subfolders, sorted; hidden ones skipped.
-    Training counts, checks and reads exactly these files."""
-    found = []
-    for root, folders, files in os.walk(class_dir):
+def walk_files(folder, accept):
+    """The files below `folder` whose names `accept` takes, in walking order (folders and files
+    sorted); hidden ones skipped; linked folders followed, each real folder once, so a symlink
+    loop is walked once, not forever. Training and prediction both list folders with it."""
+    found, seen = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [Path(root) / name for name in files if is_image_file(name) and not name.startswith(".")]
-    return sorted(found)
+        found += [Path(root) / name for name in sorted(files) if accept(name) and not name.startswith(".")]
+    return found
+
+
+def list_images(class_dir):
+    """The image files of one class folder and its subfolders: exactly the files training counts,
+    checks and reads."""
+    return walk_files(class_dir, is_image_file)
 
 
 def check_class_folders(split_dir, class_names=None, min_images=1):
@@ -327,6 +358,58 @@ def load_split(split_dir, class_names, log=print):
         if index not in present:
             raise UserError(f"{Path(split_dir) / name}: holds no readable images")
     return np.stack(images), np.asarray(labels, dtype=np.int64), files
+
+
+def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
+    """Write fer2013.csv's images as PNG class folders: Training -> train/, PublicTest ->
+    validation/, PrivateTest -> test/. Returns {split: count}. Every row is checked first, so a bad
+    file writes nothing."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: no such CSV file")
+    rows = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
+            if missing:
+                raise UserError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))} "
+                                "(expected emotion, pixels, Usage)")
+            for line, row in enumerate(reader, start=2):
+                rows.append(_parse_csv_row(csv_path, line, row))
+    except UnicodeDecodeError:
+        raise UserError(f"{csv_path}: not a text CSV file") from None
+    if not rows:
+        raise UserError(f"{csv_path}: holds no images")
+    output_dir = Path(output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UserError(f"{output_dir}: already holds files; choose an empty folder or pass --overwrite")
+    counts = {}
+    for index, (label, pixels, split) in enumerate(rows):
+        folder = output_dir / split / FER2013_CSV_CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "L").save(folder / f"{split}_{index:05d}.png")
+        counts[split] = counts.get(split, 0) + 1
+    log(f"wrote {len(rows)} images to {output_dir}: "
+        + ", ".join(f"{split} {count}" for split, count in sorted(counts.items())))
+    return counts
+
+
+def _parse_csv_row(csv_path, line, row):
+    try:
+        label = int(row["emotion"])
+        pixels = np.array(row["pixels"].split(), dtype=np.int64)
+    except (ValueError, AttributeError):
+        raise UserError(f"{csv_path}:{line}: emotion and pixels must be numbers") from None
+    if not 0 <= label < len(FER2013_CSV_CLASSES):
+        raise UserError(f"{csv_path}:{line}: emotion {label} is not 0..6")
+    if pixels.size != IMAGE_SIZE[0] * IMAGE_SIZE[1] or pixels.min() < 0 or pixels.max() > 255:
+        raise UserError(f"{csv_path}:{line}: pixels must be {IMAGE_SIZE[0] * IMAGE_SIZE[1]} values 0..255")
+    split = FER2013_CSV_SPLITS.get((row.get("Usage") or "").strip())
+    if split is None:
+        raise UserError(f"{csv_path}:{line}: Usage {row.get('Usage')!r} is not one of "
+                        f"{', '.join(FER2013_CSV_SPLITS)}")
+    return label, pixels.reshape(IMAGE_SIZE).astype(np.uint8), split
 
 
 # =============================================================================================
@@ -414,7 +497,7 @@ def augmented_batches(x, y, sample_weight, batch_size, seed, augment=True, first
                                         sample_weight=sample_weight)
     epoch = first_epoch
     while True:
-        np.random.seed((seed + 7919 * epoch) % 2**32)
+        np.random.seed((seed + 7919 * epoch) % 2**32)  # a prime stride: no two (seed, epoch) collide soon
         flow.on_epoch_end()  # the iterator's own reshuffle of the image order
         for index in range(len(flow)):
             flow.total_batches_seen = epoch * len(flow) + index
@@ -471,6 +554,11 @@ def cosine_learning_rate(initial, epoch, epochs, time_limit_minutes=None, elapse
     return MIN_LEARNING_RATE + (initial - MIN_LEARNING_RATE) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def json_number(value):
+    """A NumPy or tensor scalar as a JSON number (None stays None)."""
+    return None if value is None else float(value)
+
+
 class RunState:
     """What --resume needs, saved after every epoch: the model with its optimizer
     (last_checkpoint.keras), the best model so far (emotion_model.h5, replaced atomically only
@@ -510,9 +598,9 @@ class RunState:
         write_json_atomically({
             "epochs_done": epoch + 1,
             "elapsed_seconds": round(self.report.elapsed(), 1),
-            "early_stopping": {"wait": self.early_stopping.wait, "best": _plain(self.early_stopping.best),
+            "early_stopping": {"wait": self.early_stopping.wait, "best": json_number(self.early_stopping.best),
                                "best_epoch": self.early_stopping.best_epoch},
-            "reduce_lr": ({"wait": self.reduce_lr.wait, "best": _plain(self.reduce_lr.best),
+            "reduce_lr": ({"wait": self.reduce_lr.wait, "best": json_number(self.reduce_lr.best),
                            "cooldown_counter": self.reduce_lr.cooldown_counter} if self.reduce_lr else None),
             "checkpoint_best": self.best,
             "stopped": bool(self.model.stop_training),
@@ -620,7 +708,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
     if init_model is not None and not resume_state:
-        start_metadata = read_metadata(init_model, described_as=run_model_path(init_model))
+        start_metadata = read_metadata(init_model, described_as=described_model_path(init_model))
         if list(start_metadata["class_names"]) != list(class_names):
             raise UserError(f"{init_model}: its classes ({', '.join(start_metadata['class_names'])}) are not "
                             f"the data's ({', '.join(class_names)}); it cannot start this training")
@@ -669,24 +757,29 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     callbacks = make_callbacks(model, output_dir, steps * global_batch, settings, resume_state, log)
     try:
         with sigterm_as_interrupt():
-            model.fit(batches, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
-                      validation_data=(x_val, one_hot(y_val, len(class_names))), validation_batch_size=256,
-                      callbacks=callbacks, verbose=0)
+            if resume_state and (resume_state.get("stopped") or first_epoch >= epochs):
+                # Training had ended, but not its finishing steps: those run on the best epoch.
+                log("training had ended; finishing its best model")
+                model.set_weights(load_keras_model(model_path).get_weights())
+            else:
+                model.fit(batches, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
+                          validation_data=(x_val, one_hot(y_val, len(class_names))),
+                          validation_batch_size=PREDICT_BATCH_SIZE, callbacks=callbacks, verbose=0)
+            if strategy is not None:
+                # The finishing steps and the saved model need no strategy, and float32 weights.
+                keras.mixed_precision.set_global_policy("float32")
+                trained = model
+                model = (build_model(len(class_names), architecture, learning_rate) if architecture in ARCHITECTURES
+                         else keras.models.clone_model(trained))
+                model.set_weights(trained.get_weights())
+            history = read_history(output_dir / "history.csv")
+            minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
+            metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
+            metadata = finish_model(model, metadata, model_path, x_train, y_train, x_val, y_val, log)
     except KeyboardInterrupt:
         state = read_training_state(output_dir, required=False)
         raise TrainingInterrupted(output_dir, state["epochs_done"] if state else 0) from None
 
-    if strategy is not None:
-        # The finishing steps and the saved model need no strategy, and float32 weights.
-        keras.mixed_precision.set_global_policy("float32")
-        trained = model
-        model = (build_model(len(class_names), architecture, learning_rate) if architecture in ARCHITECTURES
-                 else keras.models.clone_model(trained))
-        model.set_weights(trained.get_weights())
-    history = read_history(output_dir / "history.csv")
-    minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
-    metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
-    metadata = finish_model(model, metadata, model_path, x_train, y_train, x_val, y_val, log)
     save_training_curves(history, output_dir / "training_curves.png")
     write_json_atomically(dict(read_training_state(output_dir), finished=True), output_dir / STATE_FILE)
     figures = metadata["validation"]
@@ -709,7 +802,7 @@ def make_training_model(output_dir, model_path, class_names, settings, resume_st
     metadata = make_metadata(class_names, portable_record(dict(settings, command=portable_command(sys.argv))))
     if init_model is None:
         return build_model(len(class_names), settings["architecture"], learning_rate), metadata, 0
-    model, start_metadata = load_model_bundle(init_model, described_as=run_model_path(init_model))
+    model, start_metadata = load_model_bundle(init_model, described_as=described_model_path(init_model))
     compile_model(model, learning_rate)
     log(f"starting from the weights of {init_model}")
     # The chain of runs behind the model: how its starting weights were made.
@@ -733,7 +826,10 @@ def finish_model(model, metadata, model_path, x_train, y_train, x_val, y_val, lo
     save_model_atomically(model, model_path)
     metadata = describe_on_validation(model, metadata, x_val, y_val, Path(model_path).parent)
     write_json_atomically(metadata, metadata_path(model_path))
-    export_onnx(model, model_path, x_val, log)
+    try:
+        export_onnx(model, model_path, x_val, log)
+    except UserError as error:
+        log(f"warning: {error}; prediction uses the .h5")
     return read_metadata(model_path)
 
 
@@ -825,7 +921,7 @@ def read_training_state(output_dir, required=True):
 def resume(output_dir, log=print):
     """Continue an interrupted run from its last finished epoch, with the same settings."""
     state = read_training_state(output_dir)
-    if state.get("finished") or state.get("stopped"):
+    if state.get("finished"):
         raise UserError(f"{output_dir}: that run already finished; nothing to resume")
     if not (Path(output_dir) / LAST_CHECKPOINT).is_file():
         raise UserError(f"{output_dir}: no {LAST_CHECKPOINT} to resume from")
@@ -872,8 +968,8 @@ def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=P
     return apply_temperature(np.concatenate(outputs), temperature)
 
 
-def accuracy_of(model, faces, labels):
-    return round(float(np.mean(predict_probabilities(model, faces).argmax(axis=1) == labels)), 4)
+def accuracy_of(model, faces, labels, tta=False):
+    return round(float(np.mean(predict_probabilities(model, faces, tta=tta).argmax(axis=1) == labels)), 4)
 
 
 def reframe(faces, scale):
@@ -895,25 +991,23 @@ def reframe(faces, scale):
     return out
 
 
-def framing_accuracies(model, faces, labels, temperature=1.0):
-    """Accuracy on the faces as they are and on EVALUATION_FRAMINGS of them."""
-    return {name: round(float(np.mean(predict_probabilities(model, reframe(faces, scale), temperature)
-                                      .argmax(axis=1) == labels)), 4)
-            for name, scale in EVALUATION_FRAMINGS.items()}
+def framing_accuracies(model, faces, labels, tta=False):
+    """Accuracy on EVALUATION_FRAMINGS of the faces."""
+    return {name: accuracy_of(model, reframe(faces, scale), labels, tta) for name, scale in EVALUATION_FRAMINGS.items()}
 
 
 def fit_temperature(labels, probabilities):
-    """The temperature T for softmax(log p / T) with the lowest expected calibration error (15
-    bins) on these labels, from 601 log-spaced values between 0.05 and 20 (the first of equal
-    ones). Calibration error is what the temperature is for; the log-likelihood optimum can
-    miss it."""
+    """The temperature T for softmax(log p / T) with the lowest expected calibration error on
+    these labels, from TEMPERATURE_GRID (the first of equal ones). Calibration error is what the
+    temperature is for; the log-likelihood optimum can miss it."""
     labels = np.asarray(labels)
-    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 601))
+    low, high, count = TEMPERATURE_GRID
+    temperatures = np.exp(np.linspace(np.log(low), np.log(high), count))
     errors = [expected_calibration_error(labels, apply_temperature(probabilities, float(t))) for t in temperatures]
     return float(temperatures[int(np.argmin(errors))])
 
 
-def expected_calibration_error(labels, probabilities, bins=15):
+def expected_calibration_error(labels, probabilities, bins=CALIBRATION_BINS):
     """ECE with equal-width confidence bins: how far stated confidence is from actual accuracy."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
@@ -1004,13 +1098,13 @@ def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=p
     if unknown:
         raise UserError(f"{test_dir}: class folder(s) {', '.join(unknown)} unknown to the model "
                         f"(it knows {', '.join(class_names)})")
-    model, metadata = load_model_bundle(model_path)
     output_dir = choose_output_dir(output_dir, overwrite, stem="evaluate")
+    model, metadata = load_model_bundle(model_path)
     x, labels, _ = load_split(test_dir, found, log=log)
     labels = np.asarray([class_names.index(found[label]) for label in labels])
     temperature = model_temperature(metadata, tta)
     probabilities = predict_probabilities(model, x, temperature, tta=tta)
-    framing = framing_accuracies(model, x, labels, temperature)
+    framing = framing_accuracies(model, x, labels, tta)
     metrics = write_evaluation(output_dir, class_names, labels, probabilities, framing)
     save_prediction_grid(x, labels, probabilities, class_names, Path(output_dir) / "test_predictions.png")
     log(f"{model_path} on {test_dir} ({len(labels)} images{', flip TTA' if tta else ''}): "
@@ -1140,7 +1234,8 @@ def save_model_atomically(model, path):
     def write(partial):
         import logging
 
-        # Keras logs "HDF5 is considered legacy" on every .h5 save; the design asks for .h5.
+        # Keras logs "HDF5 is considered legacy" on every .h5 save; .h5 stays because it is the
+        # format users' own Keras and TensorFlow scripts load.
         logger = logging.getLogger("absl")
         level = logger.level
         logger.setLevel(logging.ERROR)
@@ -1232,7 +1327,7 @@ def metadata_path(model_path):
     return Path(model_path).with_suffix(".json")
 
 
-def run_model_path(model_path):
+def described_model_path(model_path):
     """A run's last checkpoint (its last epoch rather than its best) is described by the JSON of
     the run's model beside it."""
     model_path = Path(model_path)
@@ -1282,11 +1377,11 @@ def load_keras_model(path):
             warnings.simplefilter("ignore")
             return keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = first_line(error)
         if "Lambda" in message or "unsafe" in message.lower():
             raise UserError(f"{path}: refused: it holds a Lambda layer with Python code, which "
                             "could do anything on this machine; Keras's safe mode does not run it") from None
-        raise UserError(f"{path}: not a loadable Keras model ({message[:200]})") from None
+        raise UserError(f"{path}: not a loadable Keras model ({message})") from None
 
 
 def load_checkpoint(path):
@@ -1295,7 +1390,7 @@ def load_checkpoint(path):
     try:
         return keras.models.load_model(str(path), safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
-        raise UserError(f"{path}: cannot resume from it ({str(error).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: cannot resume from it ({first_line(error)})") from None
 
 
 def check_model_fits(model, metadata, model_path, described_as=None):
@@ -1348,8 +1443,7 @@ class OnnxModel:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own types for a bad file
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"{path}: not a loadable ONNX model ({message[:200]})") from None
+            raise UserError(f"{path}: not a loadable ONNX model ({first_line(error)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
             raise UserError(f"{path}: expects input {inputs[0].shape if inputs else None}, "
@@ -1391,11 +1485,12 @@ def load_model_bundle(model_path=DEFAULT_MODEL_PATH, described_as=None, runtime=
 def export_onnx(model, model_path, faces, log=print):
     """Write the ONNX export beside a saved .h5 model and record it in the model's JSON, once it
     gives the same class for every one of `faces` and probabilities within ONNX_TOLERANCE of
-    Keras. A failed export or check keeps the .h5 as it is and says why in one line. Returns
-    True when the export was kept."""
+    Keras. A failed export or check leaves the .h5 and its JSON as they were and raises a
+    UserError saying why."""
     model_path = Path(model_path)
     path = onnx_path(model_path)
     partial = temporary_path(path)
+    faces = np.asarray(faces[:PREDICT_BATCH_SIZE], dtype=np.float32)
     try:
         import tensorflow as tf
 
@@ -1403,7 +1498,6 @@ def export_onnx(model, model_path, faces, log=print):
             warnings.simplefilter("ignore")
             model.export(str(partial), format="onnx", verbose=False,
                          input_signature=[tf.TensorSpec((None,) + INPUT_SHAPE, tf.float32)])
-        faces = np.asarray(faces[:PREDICT_BATCH_SIZE], dtype=np.float32)
         expected, got = predict_probabilities(model, faces), predict_probabilities(OnnxModel(partial), faces)
         difference = float(np.max(np.abs(expected - got))) if len(faces) else 0.0
         if not (np.array_equal(expected.argmax(axis=1), got.argmax(axis=1)) and difference <= ONNX_TOLERANCE):
@@ -1411,18 +1505,15 @@ def export_onnx(model, model_path, faces, log=print):
         os.replace(partial, path)
     except Exception as error:  # a missing package, an unsupported layer, a failed check
         partial.unlink(missing_ok=True)
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        log(f"warning: no ONNX export for {model_path} ({message[:200]}); prediction uses the .h5")
-        return False
+        raise UserError(f"{model_path}: no ONNX export ({first_line(error)})") from None
     metadata = read_metadata(model_path)
     metadata["onnx"] = {"file": path.name, "onnx_sha256": file_sha256(path), "h5_sha256": file_sha256(model_path),
                         "checked_on_faces": int(len(faces)), "max_probability_difference": difference}
     write_json_atomically(metadata, metadata_path(model_path))
     log(f"ONNX export {path} checked against Keras on {len(faces)} faces (largest difference {difference:.1e})")
-    return True
 
 
-def export_saved_model(model_path, overwrite=False, log=print):
+def export_onnx_beside(model_path, overwrite=False, log=print):
     """--export-onnx: the ONNX export of a model trained before exports existed, checked on the
     real faces of the project's sample (dataset/validation)."""
     model_path = Path(model_path)
@@ -1433,10 +1524,13 @@ def export_saved_model(model_path, overwrite=False, log=print):
     names = [name for name in metadata["class_names"] if (sample / name).is_dir()]
     faces = load_split(sample, names, log=log)[0] if names else np.random.default_rng(0).uniform(
         0, 255, (64,) + INPUT_SHAPE).astype(np.float32)
-    if not export_onnx(model, model_path, faces, log):
-        raise UserError(f"{model_path}: the ONNX export failed its check; nothing was written")
+    export_onnx(model, model_path, faces, log)
 
 
+
+# =============================================================================================
+# Prediction from Python
+# =============================================================================================
 @functools.lru_cache(maxsize=4)
 def _load_model_cached(model_path, runtime, file_stamps):
     return load_model_bundle(model_path, runtime=runtime)
@@ -1460,63 +1554,6 @@ def detect_emotion(image_path, model_path=DEFAULT_MODEL_PATH, runtime="auto"):
     probabilities = predict_probabilities(model, load_face(image_path)[np.newaxis], model_temperature(metadata))[0]
     best = int(probabilities.argmax())
     return metadata["class_names"][best], round(float(probabilities[best]) * 100, 1)
-
-
-def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
-    """Write fer2013.csv's images as PNG class folders: Training -> train/, PublicTest ->
-    validation/, PrivateTest -> test/. Returns {split: count}. Every row is checked first, so a bad
-    file writes nothing."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise UserError(f"{csv_path}: no such CSV file")
-    rows = []
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
-            if missing:
-                raise UserError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))} "
-                                "(expected emotion, pixels, Usage)")
-            for line, row in enumerate(reader, start=2):
-                rows.append(_parse_csv_row(csv_path, line, row))
-    except UnicodeDecodeError:
-        raise UserError(f"{csv_path}: not a text CSV file") from None
-    if not rows:
-        raise UserError(f"{csv_path}: holds no images")
-    output_dir = Path(output_dir)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir}: already holds files; choose an empty folder or pass --overwrite")
-    counts = {}
-    for index, (label, pixels, split) in enumerate(rows):
-        folder = output_dir / split / FER2013_CSV_CLASSES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, "L").save(folder / f"{split}_{index:05d}.png")
-        counts[split] = counts.get(split, 0) + 1
-    log(f"wrote {len(rows)} images to {output_dir}: "
-        + ", ".join(f"{split} {count}" for split, count in sorted(counts.items())))
-    return counts
-
-
-def _parse_csv_row(csv_path, line, row):
-    try:
-        label = int(row["emotion"])
-        pixels = np.array(row["pixels"].split(), dtype=np.int64)
-    except (ValueError, AttributeError):
-        raise UserError(f"{csv_path}:{line}: emotion and pixels must be numbers") from None
-    if not 0 <= label < len(FER2013_CSV_CLASSES):
-        raise UserError(f"{csv_path}:{line}: emotion {label} is not 0..6")
-    if pixels.size != IMAGE_SIZE[0] * IMAGE_SIZE[1] or pixels.min() < 0 or pixels.max() > 255:
-        raise UserError(f"{csv_path}:{line}: pixels must be {IMAGE_SIZE[0] * IMAGE_SIZE[1]} values 0..255")
-    split = FER2013_CSV_SPLITS.get((row.get("Usage") or "").strip())
-    if split is None:
-        raise UserError(f"{csv_path}:{line}: Usage {row.get('Usage')!r} is not one of "
-                        f"{', '.join(FER2013_CSV_SPLITS)}")
-    return label, pixels.reshape(IMAGE_SIZE).astype(np.uint8), split
-
-
-def _plain(value):
-    """A NumPy or tensor scalar as a JSON number (None stays None)."""
-    return None if value is None else float(value)
 
 
 # =============================================================================================
@@ -1557,7 +1594,7 @@ def parse_args(argv=None):
                         help="stop after the epoch that passes this many minutes of training")
     parser.add_argument("--distribute", choices=DISTRIBUTIONS, default="none",
                         help="mirrored: train on every GPU of this machine; multi-worker: on the machines "
-                             "TF_CONFIG names. --batch-size and --learning-rate are per GPU")
+                             "TF_CONFIG names. --batch-size and --learning-rate are per replica (GPU)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
     parser.add_argument("--init-model", type=Path, metavar="MODEL",
@@ -1607,12 +1644,14 @@ def main(argv=None):
             elif args.evaluate:
                 evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
             elif args.export_onnx:
-                export_saved_model(args.export_onnx, overwrite=args.overwrite)
+                export_onnx_beside(args.export_onnx, overwrite=args.overwrite)
             else:
-                train(args.data_dir, args.output_dir, 1 if args.dry_run else args.epochs, args.batch_size,
-                      args.learning_rate, args.seed, not args.no_augment, args.architecture, args.class_weight,
-                      args.time_limit, args.lr_schedule, args.overwrite, max_batches=2 if args.dry_run else None,
-                      init_model=args.init_model, distribute=args.distribute)
+                train(data_dir=args.data_dir, output_dir=args.output_dir, epochs=1 if args.dry_run else args.epochs,
+                      batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                      augment=not args.no_augment, architecture=args.architecture, class_weighting=args.class_weight,
+                      time_limit_minutes=args.time_limit, lr_schedule=args.lr_schedule, overwrite=args.overwrite,
+                      max_batches=2 if args.dry_run else None, init_model=args.init_model,
+                      distribute=args.distribute)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -1,6 +1,6 @@
 """Find the faces in photos and videos and predict the emotion of each.
 
-    python predict.py photo.jpg                       # photo.jpg: happy (87.3%) at [412, 188, 205, 205]
+    python predict.py photo.jpg                       # photo.jpg: happy (87.3%)
     python predict.py photos/ --annotate annotated/   # a folder; copies with boxes and labels
     python predict.py clip.mp4 --every 5 --csv emotions.csv
     python predict.py face.png --top-k 3 --json       # machine-readable
@@ -51,10 +51,9 @@ FACE_MARGIN = 0.025
 # detectors.py: 1/25 let one through at 3072 px); MTCNN is the detector for small faces.
 MIN_FACE_SIDE = 24
 MIN_FACE_FRACTION = 1 / 20
-# Faces are classified in batches of up to this many: one model call per batch, not per face.
-BATCH_SIZE = 256
-# ...but a batch is finished once its first image has waited this long, so results keep coming
-# from a slow disk or a folder of large photos (detection takes 20-100 ms a photo).
+# Faces are classified in batches of up to er.PREDICT_BATCH_SIZE, but a batch is finished once
+# its first image has waited this long, so results keep coming from a slow disk or a folder of
+# large photos (detection takes 20-100 ms a photo).
 FLUSH_SECONDS = 1.0
 # With --annotate, the images of a batch wait in memory until their faces are classified; a
 # batch is finished once they hold this many pixels (150 MB as RGB), whatever their number.
@@ -64,15 +63,15 @@ ANNOTATE_MAX_PIXELS = 50_000_000
 SMOOTHING_SECONDS = 0.5
 # Containers that do not know their frame rate report 0 or nonsense; 25 is the PAL default.
 DEFAULT_FPS = 25.0
+# The video files a folder is searched for: the containers OpenCV's FFmpeg build reads.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 # What matplotlib writes, by suffix; anything else is refused before any work.
 PLOT_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
-# 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
-EXIT_INTERRUPTED = 130
 # Control characters in a file name (a newline is legal on Linux) would break the one line per
 # result and per error; they are printed escaped. JSON escapes them itself, CSV quotes them.
 LINE_ESCAPES = {**{code: f"\\x{code:02x}" for code in [*range(32), 127, 0x85]},
                 ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+# --csv: one row per face per image or frame; every class's score follows these columns.
 CSV_COLUMNS = ["file", "frame", "time", "x", "y", "w", "h", "emotion", "confidence"]
 
 
@@ -84,27 +83,17 @@ def is_video_file(path):
 
 
 def collect_inputs(paths):
-    """Files as given; folders walked recursively for image and video files, sorted, each real
-    folder once (a symlink loop is walked once, not forever)."""
+    """Files as given; folders walked recursively for image and video files (er.walk_files)."""
     inputs = []
     for path in map(Path, paths):
         if path.is_dir():
-            seen = set()
-            for root, directories, files in os.walk(path, followlinks=True):
-                real = os.path.realpath(root)
-                if real in seen:
-                    directories[:] = []
-                    continue
-                seen.add(real)
-                directories.sort()
-                inputs.extend(Path(root) / name for name in sorted(files)
-                              if er.is_image_file(name) or is_video_file(name))
+            inputs += er.walk_files(path, lambda name: er.is_image_file(name) or is_video_file(name))
         else:
             inputs.append(path)
     return inputs
 
 
-def load_image(path):
+def read_checked_image(path):
     """er.read_image (which refuses decompression bombs), refusing images too small to hold a face."""
     image = er.read_image(path)
     check_size(path, image.width, image.height)
@@ -235,7 +224,7 @@ def find_faces(image, detector):
 
 
 # ---------------------------------------------------------------------------------------------
-# Classify
+# Classify: faces in batches; images, videos and the webcam one result at a time
 # ---------------------------------------------------------------------------------------------
 def describe_face(box, scores, class_names):
     best = int(scores.argmax())
@@ -257,7 +246,7 @@ class Classifier:
         if not faces:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         return er.predict_probabilities(self.model, np.stack(faces), self.temperature, self.tta,
-                                        batch_size=BATCH_SIZE)
+                                        batch_size=er.PREDICT_BATCH_SIZE)
 
     def fill(self, pending):
         """Classify the faces of many results in one go: pending is [(result, boxes, faces)]."""
@@ -265,44 +254,6 @@ class Classifier:
         scores = iter(self.classify(faces))
         for result, boxes, batch in pending:
             result["faces"] = [describe_face(box, next(scores), self.class_names) for box in boxes]
-
-
-# ---------------------------------------------------------------------------------------------
-# Images and videos
-# ---------------------------------------------------------------------------------------------
-class Progress:
-    """How far a run has got: moves the progress bar, and says where an interrupted run stopped.
-
-    A file or frame counts once its result is recorded, after it was written; the video loop
-    says when a video starts and when it is finished.
-    """
-
-    def __init__(self, total_files, bar=None):
-        self.total_files, self.bar = total_files, bar
-        self.files_done = 0
-        self.video, self.frames_done, self.frames_total = None, 0, 0
-
-    def start_video(self, path, frames_total):
-        self.video, self.frames_done, self.frames_total = path, 0, frames_total
-
-    def record(self, result):
-        if result.get("frame") is not None:
-            self.frames_done = result["frame"] + 1
-        else:  # an image, or a video that could not be read
-            self.file_done()
-
-    def file_done(self):
-        self.files_done += 1
-        self.video = None
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def describe(self):
-        if self.video is None:
-            return f"{self.files_done} of {self.total_files} files"
-        total = f" of {self.frames_total}" if self.frames_total else ""
-        where = f" (file {self.files_done + 1} of {self.total_files})" if self.total_files > 1 else ""
-        return f"{self.frames_done}{total} frames of {self.video}{where}"
 
 
 def predict_images(paths, classifier, detector, annotate_dir=None):
@@ -314,8 +265,8 @@ def iter_images(paths, classifier, detector, annotate_dir=None):
     """Yields one result dict per image path, in order; a bad file gets its error, not an exception.
 
     The faces of several images are classified in one model call. A batch is finished when it
-    holds BATCH_SIZE faces, when its first image has waited FLUSH_SECONDS, or, with annotation,
-    when the images waiting to be drawn on hold ANNOTATE_MAX_PIXELS.
+    holds er.PREDICT_BATCH_SIZE faces, when its first image has waited FLUSH_SECONDS, or, with
+    annotation, when the images waiting to be drawn on hold ANNOTATE_MAX_PIXELS.
     """
     waiting, pending, images = [], [], {}
     faces_held = pixels_held = 0
@@ -325,7 +276,7 @@ def iter_images(paths, classifier, detector, annotate_dir=None):
         waiting.append(result)
         started = started or time.monotonic()
         try:
-            image = load_image(path)
+            image = read_checked_image(path)
             boxes, faces = find_faces(image, detector)
         except er.UserError as error:
             result["error"] = str(error)
@@ -336,7 +287,7 @@ def iter_images(paths, classifier, detector, annotate_dir=None):
                 images[id(result)] = image
                 pixels_held += image.width * image.height
         image = None  # held in `images` if it is to be drawn on; otherwise done with
-        if (not pending or faces_held >= BATCH_SIZE or pixels_held >= ANNOTATE_MAX_PIXELS
+        if (not pending or faces_held >= er.PREDICT_BATCH_SIZE or pixels_held >= ANNOTATE_MAX_PIXELS
                 or time.monotonic() - started >= FLUSH_SECONDS):
             yield from _finish_batch(waiting, pending, images, classifier, annotate_dir)
             faces_held = pixels_held = 0
@@ -738,6 +689,9 @@ def parse_args(argv=None):
         parser.error("--every must be at least 1")
     if not args.inputs and args.webcam is None:
         parser.error("give at least one image, video or folder (or --webcam)")
+    if args.webcam is not None and (args.inputs or args.csv or args.plot or args.annotate or args.json):
+        parser.error("--webcam shows its results in a window; it goes with no files, --csv, --plot, "
+                     "--annotate or --json")
     return args
 
 
@@ -756,6 +710,41 @@ def check_outputs(csv_path, plot_path, annotate_dir):
         raise er.UserError(f"{csv_path}: --csv and --plot name the same file")
     if annotate_dir is not None and annotate_dir.exists() and not annotate_dir.is_dir():
         raise er.UserError(f"{annotate_dir}: exists and is not a folder")
+
+
+class Progress:
+    """How far a run has got: moves the progress bar, and says where an interrupted run stopped.
+
+    A file or frame counts once its result is recorded, after it was written; the video loop
+    says when a video starts and when it is finished.
+    """
+
+    def __init__(self, total_files, bar=None):
+        self.total_files, self.bar = total_files, bar
+        self.files_done = 0
+        self.video, self.frames_done, self.frames_total = None, 0, 0
+
+    def start_video(self, path, frames_total):
+        self.video, self.frames_done, self.frames_total = path, 0, frames_total
+
+    def record(self, result):
+        if result.get("frame") is not None:
+            self.frames_done = result["frame"] + 1
+        else:  # an image, or a video that could not be read
+            self.file_done()
+
+    def file_done(self):
+        self.files_done += 1
+        self.video = None
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def describe(self):
+        if self.video is None:
+            return f"{self.files_done} of {self.total_files} files"
+        total = f" of {self.frames_total}" if self.frames_total else ""
+        where = f" (file {self.files_done + 1} of {self.total_files})" if self.total_files > 1 else ""
+        return f"{self.frames_done}{total} frames of {self.video}{where}"
 
 
 class StopSignals:
@@ -793,7 +782,7 @@ def main(argv=None):
         return er.EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return er.EXIT_INTERRUPTED
 
 
 def run(args):
@@ -847,7 +836,7 @@ def run(args):
     if interrupted:
         kept = f"; results so far are in {args.csv}" if args.csv is not None else ""
         print(one_line(f"interrupted after {progress.describe()}{kept}"), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return er.EXIT_INTERRUPTED
     if stopped_early:
         return 0
     return er.EXIT_USER_ERROR if report.failures or plot_failed else 0

@@ -261,7 +261,7 @@ def test_sigterm_during_a_folder_keeps_the_rows_done(tmp_path):
     rest, err = process.stdout.read(), process.stderr.read()  # not communicate(): it skips readline's buffer
     process.wait(timeout=120)
     lines = [first.rstrip("\n"), *rest.splitlines()]
-    assert first and process.returncode == predict.EXIT_INTERRUPTED, err
+    assert first and process.returncode == er.EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     done = len(lines)
     assert 0 < done < 200
@@ -294,7 +294,7 @@ def test_ctrl_c_during_a_video_keeps_the_frames_done_and_prints_their_json(tmp_p
     table = tmp_path / "out.csv"
     status = predict.main([str(video), "--csv", str(table), "--json"])
     captured = capsys.readouterr()
-    assert status == predict.EXIT_INTERRUPTED
+    assert status == er.EXIT_INTERRUPTED
     assert captured.err.strip() == f"interrupted after 3 of 8 frames of {video}; results so far are in {table}"
     assert [result["frame"] for result in json.loads(captured.out)] == [0, 1, 2]
     assert [row["frame"] for row in read_rows(table)] == ["0", "1", "2"]

@@ -46,6 +46,27 @@ def test_interrupted_run_keeps_a_loadable_model_and_resumes_to_the_end(tmp_path)
         er.resume(run)
 
 
+def test_a_run_interrupted_while_finishing_resumes_to_its_finishing_steps(tmp_path):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run = tmp_path / "run"
+
+    def stop_while_finishing(message, **kwargs):
+        if message.startswith("batch-norm statistics"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(er.TrainingInterrupted) as stopped:
+        er.train(data, run, epochs=2, batch_size=8, seed=3, log=stop_while_finishing)
+    assert stopped.value.epochs_done == 2
+    assert "validation" not in er.read_metadata(run / "emotion_model.h5"), "not finished yet"
+    seen = []
+    er.resume(run, log=lambda message, **kwargs: seen.append(message))
+    assert "training had ended; finishing its best model" in seen
+    assert not any(message.startswith("epoch ") for message in seen), "no epoch is trained again"
+    assert er.read_metadata(run / "emotion_model.h5")["validation"]["images"] == 8
+    assert len(er.read_history(run / "history.csv")["loss"]) == 2
+    assert json.loads((run / "training_state.json").read_text())["finished"] is True
+
+
 def test_resume_restores_the_optimizer(tmp_path):
     data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
     run = tmp_path / "run"
