@@ -167,24 +167,23 @@ def import_keras():
     return keras
 
 
-class quiet_native_stderr:
+@contextlib.contextmanager
+def quiet_native_stderr():
     """Mute file descriptor 2 (native libraries' own messages: TensorFlow, FFmpeg) for a block."""
-
-    def __enter__(self):
-        try:
-            sys.stderr.flush()
-            self.saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        except OSError:
-            self.saved = None
-
-    def __exit__(self, *exc_info):
-        if self.saved is not None:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-        return False
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 # =============================================================================================
@@ -671,24 +670,23 @@ def is_chief(strategy):
                                              and "chief" not in resolver.cluster_spec().as_dict())
 
 
-class sigterm_as_interrupt:
+@contextlib.contextmanager
+def sigterm_as_interrupt():
     """SIGTERM (a job scheduler, `kill`) ends a job like Ctrl-C: what is saved stays saved."""
-
-    def __enter__(self):
-        self.previous = signal.getsignal(signal.SIGTERM)
-        try:
-            signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-
-    @staticmethod
-    def _raise(signum, frame):
+    def raise_interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    def __exit__(self, *exc_info):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, raise_interrupt)
+        installed = True
+    except ValueError:  # not the main thread: leave signals alone
+        installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
