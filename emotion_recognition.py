@@ -615,7 +615,7 @@ def make_callbacks(model, output_dir, epoch_images, settings, resume_state=None,
     report = EpochReport(model, epoch_images, settings.get("time_limit_minutes"),
                          resume_state["elapsed_seconds"] if resume_state else 0.0, log)
     if settings.get("lr_schedule") == "cosine":
-        initial = settings["learning_rate"] * settings.get("replicas", 1)
+        initial = scaled_learning_rate(settings)
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch, rate: cosine_learning_rate(
             initial, epoch, settings["epochs"], settings.get("time_limit_minutes"),
             report.elapsed()))
@@ -716,6 +716,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     keras = import_keras()
     strategy = make_strategy(distribute)
     replicas = strategy.num_replicas_in_sync if strategy else 1
+    global_batch = batch_size * replicas
     if not is_chief(strategy):
         import tempfile
 
@@ -728,7 +729,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     x_train, y_train, _ = load_split(train_dir, class_names, log=log)
     x_val, y_val, _ = load_split(validation_dir, class_names, log=log)
     log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}"
-        + (f"; {replicas} replicas ({distribute}), global batch {batch_size * replicas}" if strategy else ""))
+        + (f"; {replicas} replicas ({distribute}), global batch {global_batch}" if strategy else ""))
 
     keras.utils.set_random_seed(seed + (resume_state["epochs_done"] if resume_state else 0))
     model_path = output_dir / DEFAULT_MODEL_PATH.name
@@ -740,14 +741,13 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
                     distribute=distribute, replicas=replicas)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, metadata, first_epoch = make_training_model(
-            output_dir, model_path, class_names, settings, resume_state, init_model, replicas, log)
+            output_dir, model_path, class_names, settings, resume_state, init_model, log)
     if not resume_state:
         # The class names go to disk before the first checkpoint, so every saved model has them.
         write_json_atomically(metadata, metadata_path(model_path))
         save_sample_grid(x_train, y_train, class_names, output_dir / "sample_images.png")
 
     sample_weight = balanced_sample_weights(y_train, len(class_names)) if class_weighting == "balanced" else None
-    global_batch = batch_size * replicas
     batches = augmented_batches(x_train, one_hot(y_train, len(class_names)), sample_weight, global_batch, seed,
                                 augment, first_epoch)
     steps = math.ceil(len(x_train) / global_batch)
@@ -787,12 +787,17 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     return output_dir
 
 
-def make_training_model(output_dir, model_path, class_names, settings, resume_state, init_model, replicas,
-                        log=print):
+def scaled_learning_rate(settings):
+    """The learning rate of a run's global batch: --learning-rate times the replicas (see
+    DISTRIBUTIONS)."""
+    return settings["learning_rate"] * settings.get("replicas", 1)
+
+
+def make_training_model(output_dir, model_path, class_names, settings, resume_state, init_model, log=print):
     """The model to train, compiled, with its metadata and first epoch: a resumed run's
     checkpoint, a saved model's weights (--init-model), or a new network. Under a strategy this
     runs in its scope, so the weights are mirrored."""
-    learning_rate = settings["learning_rate"] * replicas
+    learning_rate = scaled_learning_rate(settings)
     if resume_state:
         log(f"resuming after epoch {resume_state['epochs_done']}")
         return load_checkpoint(output_dir / LAST_CHECKPOINT), read_metadata(model_path), resume_state["epochs_done"]
