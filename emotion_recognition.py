@@ -1226,9 +1226,13 @@ def replace_atomically(path, write):
     try:
         write(partial)
         os.replace(partial, path)
-    except OSError as error:
+    except BaseException as error:
+        # Any exception, Ctrl-C and SIGTERM (raised as KeyboardInterrupt) included: a
+        # half-written file must not outlive the write that made it.
         partial.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({error.strerror or error}); nothing there was changed") from None
+        if isinstance(error, OSError):
+            raise UserError(f"{path}: cannot write ({error.strerror or error}); nothing there was changed") from None
+        raise
 
 
 def save_model_atomically(model, path):
@@ -1506,8 +1510,10 @@ def export_onnx(model, model_path, faces, log=print):
         if not (np.array_equal(expected.argmax(axis=1), got.argmax(axis=1)) and difference <= ONNX_TOLERANCE):
             raise UserError(f"it differs from Keras by up to {difference:.2g} on {len(faces)} faces")
         os.replace(partial, path)
-    except Exception as error:  # a missing package, an unsupported layer, a failed check
+    except BaseException as error:  # a missing package, an unsupported layer, a failed check, Ctrl-C
         partial.unlink(missing_ok=True)
+        if not isinstance(error, Exception):
+            raise
         raise UserError(f"{model_path}: no ONNX export ({first_line(error)})") from None
     metadata = read_metadata(model_path)
     metadata["onnx"] = {"file": path.name, "onnx_sha256": file_sha256(path), "h5_sha256": file_sha256(model_path),

@@ -186,3 +186,19 @@ def test_early_stopping_never_cuts_a_cosine_schedule_short(tmp_path, schedule, p
     assert len(stopping) == 1 and stopping[0].restore_best_weights
     # Under cosine the schedule ends the run; early stopping only keeps the best epoch's weights.
     assert stopping[0].patience == patience
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError, OSError])
+def test_an_interrupted_save_leaves_no_partial_file_and_the_old_file_whole(tmp_path, interruption):
+    # SIGTERM arrives as KeyboardInterrupt, which may land in the middle of a model's save.
+    target = tmp_path / "last_checkpoint.keras"
+    target.write_bytes(b"the previous checkpoint")
+
+    def write_half_then_fail(partial):
+        partial.write_bytes(b"half a chec")
+        raise interruption("stopped mid-write")
+
+    with pytest.raises((interruption, er.UserError)):
+        er.replace_atomically(target, write_half_then_fail)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last_checkpoint.keras"]
