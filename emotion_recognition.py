@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facial_emotion import shifts
+
 # =============================================================================================
 # Settings
 # =============================================================================================
@@ -103,9 +105,11 @@ AUGMENTATION = dict(rotation_range=10, width_shift_range=0.1, height_shift_range
 # faces one way; a detector's box with its margin, or another data set, frames them tighter or
 # looser, and a model trained on one framing loses 7 points at a crop of 80%.
 FRAMING_SCALE = (0.75, 1.3)
-# The two re-framings every evaluation also reports: centre crops of 80% of the side, and faces
-# padded to 120% with their edge pixels repeated, both resized back to 48x48.
-EVALUATION_FRAMINGS = {"crop_80": 0.8, "pad_120": 1.2}
+# Then light, resolution, blur, noise and JPEG shifts, each with a probability
+# (facial_emotion/shifts.py, RANDOM_SHIFTS): the faces a detector finds in photos and video.
+# Every evaluation reports accuracy under the panel of shifts.ROBUSTNESS_SHIFTS; its two
+# re-framings are also recorded as "framing_accuracy", as before the panel existed.
+EVALUATION_FRAMINGS = ("crop_80", "pad_120")
 
 # --distribute: Keras's own strategies. The global batch is --batch-size per replica times the
 # replicas, and the learning rate grows with it (Goyal et al.'s linear scaling rule, "Accurate,
@@ -465,7 +469,8 @@ def balanced_sample_weights(labels, num_classes):
 
 def make_augmenter(augment=True):
     """Keras's `ImageDataGenerator` with this project's augmentation: rotation, shift and flip,
-    then a random framing scale (FRAMING_SCALE) as its preprocessing function.
+    then, as its preprocessing function, a random framing scale (FRAMING_SCALE) and the random
+    light, resolution, blur, noise and JPEG shifts (shifts.degrade_randomly).
 
     The legacy generator lives on in TensorFlow 2.21 as `tf.keras.preprocessing.image`.
     """
@@ -476,11 +481,11 @@ def make_augmenter(augment=True):
     if augment:
         low, high = np.log(FRAMING_SCALE[0]), np.log(FRAMING_SCALE[1])
 
-        def random_framing(face):
+        def random_framing_and_shifts(face):
             scale = float(np.exp(np.random.uniform(low, high)))
-            return generator.apply_transform(face, {"zx": scale, "zy": scale})
+            return shifts.degrade_randomly(generator.apply_transform(face, {"zx": scale, "zy": scale}))
 
-        generator.preprocessing_function = random_framing
+        generator.preprocessing_function = random_framing_and_shifts
     return generator
 
 
@@ -784,6 +789,7 @@ def train(data_dir=DEFAULT_DATA_DIR, output_dir=None, epochs=DEFAULT_EPOCHS, bat
     log(f"done in {minutes:.1f} min: validation accuracy {figures['accuracy']:.4f}, macro-F1 "
         f"{figures['macro_f1']:.4f}, ECE {figures['ece_before_calibration']:.4f} -> "
         f"{figures['ece_after_calibration']:.4f}; model saved to {model_path}")
+    log(describe_panel(figures["robustness"]))
     return output_dir
 
 
@@ -975,28 +981,24 @@ def accuracy_of(model, faces, labels, tta=False):
     return round(float(np.mean(predict_probabilities(model, faces, tta=tta).argmax(axis=1) == labels)), 4)
 
 
-def reframe(faces, scale):
-    """Faces framed differently, as another detector or data set would: `scale` < 1 keeps a
-    centre crop of that share of the side, > 1 pads to that share with the edge pixels repeated;
-    both resized back to 48x48 as prediction resizes a crop."""
-    out = np.empty_like(faces, dtype=np.float32)
-    side = faces.shape[1]
-    for index, face in enumerate(np.asarray(faces, dtype=np.float32)[..., 0]):
-        if scale < 1:
-            keep = round(side * scale)
-            start = (side - keep) // 2
-            face = face[start:start + keep, start:start + keep]
-        else:
-            pad = round(side * (scale - 1) / 2)
-            face = np.pad(face, pad, mode="edge")
-        image = Image.fromarray(np.clip(face, 0, 255).astype(np.uint8), "L")
-        out[index] = preprocess_face(image)
-    return out
+def robustness_panel(model, faces, labels, tta=False):
+    """Accuracy on the faces as they are and under each of shifts.ROBUSTNESS_SHIFTS, with the
+    mean and worst drop (see shifts.robustness_summary). Training's figures and --evaluate both
+    come from here."""
+    shifted = {name: accuracy_of(model, shifts.apply_shift(faces, name), labels, tta)
+               for name in shifts.ROBUSTNESS_SHIFTS}
+    return shifts.robustness_summary(accuracy_of(model, faces, labels, tta), shifted)
 
 
-def framing_accuracies(model, faces, labels, tta=False):
-    """Accuracy on EVALUATION_FRAMINGS of the faces."""
-    return {name: accuracy_of(model, reframe(faces, scale), labels, tta) for name, scale in EVALUATION_FRAMINGS.items()}
+def framing_of(panel):
+    """The two re-framings of a robustness panel, as the JSON's older "framing_accuracy"."""
+    return {name: panel["shifts"][name] for name in EVALUATION_FRAMINGS}
+
+
+def describe_panel(panel):
+    """The robustness panel as one line for the terminal."""
+    return (f"robustness: mean drop {panel['mean_drop_points']:.1f} points, worst {panel['worst_drop_points']:.1f} "
+            f"({panel['worst_shift']}); " + ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in panel["shifts"].items()))
 
 
 def fit_temperature(labels, probabilities):
@@ -1060,27 +1062,32 @@ def describe_on_validation(model, metadata, x_val, y_val, output_dir):
         "per_class_recall": recall(plain),
         "ece_before_calibration": round(expected_calibration_error(y_val, raw), 4),
         "ece_after_calibration": plain["expected_calibration_error"],
-        "framing_accuracy": framing_accuracies(model, x_val, y_val),
+        "robustness": robustness_panel(model, x_val, y_val),
         "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
                      "per_class_recall": recall(with_tta),
                      "ece_before_calibration": round(expected_calibration_error(y_val, raw_tta), 4),
                      "ece_after_calibration": with_tta["expected_calibration_error"]},
     }
+    metadata["validation"]["framing_accuracy"] = framing_of(metadata["validation"]["robustness"])
     write_evaluation(output_dir, class_names, y_val, apply_temperature(raw, temperature),
-                     metadata["validation"]["framing_accuracy"])
+                     metadata["validation"]["robustness"])
     save_prediction_grid(x_val, y_val, apply_temperature(raw, temperature), class_names,
                          Path(output_dir) / "validation_predictions.png")
     return metadata
 
 
-def write_evaluation(output_dir, class_names, labels, probabilities, framing=None):
-    """metrics.json, classification_report.txt and confusion_matrix.png; returns the metrics."""
+def write_evaluation(output_dir, class_names, labels, probabilities, panel=None):
+    """metrics.json, classification_report.txt and confusion_matrix.png; returns the metrics.
+    `panel`, a robustness_panel, goes into metrics.json as "robustness" (accuracy per shift),
+    "robustness_mean_drop", "robustness_worst_drop" (points) and "framing_accuracy"."""
     from sklearn import metrics as skm
 
     output_dir = Path(output_dir)
     metrics = compute_metrics(class_names, labels, probabilities)
-    if framing is not None:
-        metrics["framing_accuracy"] = framing
+    if panel is not None:
+        metrics.update(robustness=panel["shifts"], robustness_mean_drop=panel["mean_drop_points"],
+                       robustness_worst_drop=panel["worst_drop_points"],
+                       robustness_worst_shift=panel["worst_shift"], framing_accuracy=framing_of(panel))
     write_json_atomically(metrics, output_dir / "metrics.json")
     present = sorted(set(int(label) for label in labels))
     report = skm.classification_report(labels, probabilities.argmax(axis=1), labels=present,
@@ -1107,13 +1114,13 @@ def evaluate(model_path, test_dir, output_dir, tta=False, overwrite=False, log=p
     labels = np.asarray([class_names.index(found[label]) for label in labels])
     temperature = model_temperature(metadata, tta)
     probabilities = predict_probabilities(model, x, temperature, tta=tta)
-    framing = framing_accuracies(model, x, labels, tta)
-    metrics = write_evaluation(output_dir, class_names, labels, probabilities, framing)
+    panel = robustness_panel(model, x, labels, tta)
+    metrics = write_evaluation(output_dir, class_names, labels, probabilities, panel)
     save_prediction_grid(x, labels, probabilities, class_names, Path(output_dir) / "test_predictions.png")
     log(f"{model_path} on {test_dir} ({len(labels)} images{', flip TTA' if tta else ''}): "
-        f"accuracy {metrics['accuracy']:.4f} (centre crop 80%: {framing['crop_80']:.4f}, padded to 120%: "
-        f"{framing['pad_120']:.4f}), macro-F1 {metrics['macro_f1']:.4f}, "
+        f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
         f"ECE {metrics['expected_calibration_error']:.4f}; details in {output_dir}")
+    log(describe_panel(panel))
     return metrics
 
 
@@ -1589,7 +1596,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE, help="Adam's initial learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for weights, shuffling and augmentation")
-    parser.add_argument("--no-augment", action="store_true", help="train without rotation, shift, flip and framing scale")
+    parser.add_argument("--no-augment", action="store_true", help="train without rotation, shift, flip, framing scale and the light, blur, "
+                             "resolution, noise and JPEG shifts")
     parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default="default",
                         help="default: Conv 16 / 32-32 / 96-96 / 192-192, sized for 45 minutes on 2 CPU cores; "
                              "wide: Conv 32-64-128-256, for long runs (the shipped model)")
