@@ -1,0 +1,265 @@
+"""Face detection with Google's BlazeFace (MediaPipe's short-range model) on ONNX Runtime.
+
+No TensorFlow or Keras here: numpy, OpenCV and ONNX Runtime only.
+
+    from facial_emotion import blazeface
+    detector = blazeface.BlazeFaceDetector()          # reads models/face_detection_short_range.onnx
+    faces = detector.detect(rgb)                       # RGB uint8 [h, w, 3], largest face first
+    crop = blazeface.align_crop(gray, faces[0], blazeface.FER_MARGIN, size=48)
+
+The model file is made by `python -m facial_emotion.convert_blazeface` (see models/FACE_DETECTOR.md).
+
+How it finds small faces. BlazeFace was trained on 128x128 pictures in which a face fills a good
+part of the frame, so on a whole photo shrunk to 128 px a small face is a few pixels wide and is
+lost. But the network is fully convolutional: the converted model accepts any input size (a
+multiple of 16), and each output cell still looks at a face of 28-160 px around it. So the
+detector runs the network on the whole picture at two or three scales - the finest makes the
+smallest wanted face 28 px wide, the coarsest is the picture in 128 px as the model was trained -
+and merges the boxes with weighted non-maximum suppression (as MediaPipe does). Measured on
+synthetic 640x480 scenes (tests/benchmarks/face_scenes.py): recall per face size close to or
+above OpenCV's Haar cascade, at a fraction of its time.
+
+Boxes are returned in Haar's framing (side about 0.95 of a FER-2013 face's side, centred), so
+code written for predict.py's Haar boxes and its crop margin works unchanged.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime
+
+MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "face_detection_short_range.onnx"
+
+# The network's geometry, from MediaPipe's face_detection_short_range.pbtxt (SsdAnchorsCalculator
+# and TensorsToDetectionsCalculator): two heads, stride 8 with 2 anchors a cell and stride 16
+# with 6 (three layers merged); anchors of fixed size 1.0 centred in their cell; regressions in
+# pixels of the 128-px input, so in pixels of any input since the network is convolutional.
+HEADS = ((8, 2), (16, 6))  # (stride in input px, anchors per cell)
+TRAINED_SIDE = 128  # the input side BlazeFace was trained on: the coarsest pass uses it
+INPUT_MULTIPLE = 16  # the largest stride: an input side must be a multiple of it
+# MediaPipe's keypoint order; "right" is the person's right, on the image's left when unmirrored.
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+LOGIT_CLIP = 100.0  # MediaPipe's score_clipping_thresh: keeps exp() finite
+
+# Scores. MediaPipe keeps 0.5; on the benchmark's scenes that gave 1.8 false boxes per 640x480
+# scene at the finest scale, and 0.6 gave 0.25 while keeping most of the recall (see MIN_SCORE's
+# measurement in the benchmark's report).
+MIN_SCORE = 0.6
+NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold: boxes this close are one face
+
+# The pyramid. Recall per face size in network pixels (benchmark scenes, one pass each at
+# several scales): under 20 px almost nothing, 24-32 px about 70%, 32-140 px 90% or more, then
+# worse above 160 px except in the 128-px pass, where a face cannot be larger than the input.
+SMALLEST_FACE_IN_INPUT = 28  # px: the finest pass scales the smallest wanted face to this
+LARGEST_FACE_IN_INPUT = 160  # px: bigger boxes from a finer pass are dropped (coarser passes see them)
+MAX_SCALE_STEP = 4.0  # between passes: 28-160 px covers a 5.7x range, so 4x leaves an overlap
+MAX_UPSCALE = 1.25  # the finest pass may enlarge a picture this much to reach 24-px faces
+# The smallest face looked for, as predict.py's Haar detector: 24 px, or 1/20 of the shorter side.
+MIN_FACE_SIDE = 24
+MIN_FACE_FRACTION = 1 / 20
+
+# Framing. BlazeFace's own box is tighter and lower than Haar's: on the benchmark's scenes its
+# side is a median 0.84 of the FER-2013 face's side and its centre 0.07 of that side lower.
+# These two constants turn it into Haar's framing (0.95, centred; tests/benchmarks/haar_framing.py).
+BOX_SCALE = 0.953 / 0.84  # Haar's box side / BlazeFace's, both over the FER-2013 side
+BOX_SHIFT_UP = 0.07 / 0.84  # of BlazeFace's box side: how far its centre sits below Haar's
+# The crop margin on each side that turns a box in Haar's framing into FER-2013's: (1/0.953 - 1)/2.
+FER_MARGIN = 0.025
+
+# ONNX Runtime threads: one. On the 2-core machine this was measured on (with a training job
+# beside it) one thread ran a 640x480 pass in 18.6 ms and two in 38 ms; the classifier shares
+# the process too.
+THREADS = 1
+
+
+@dataclasses.dataclass
+class Detection:
+    """One face: box [x, y, w, h] in the picture's pixels (Haar's framing, clipped to the
+    picture), score in 0..1, keypoints [6, 2] (x, y) in the picture's pixels (KEYPOINT_NAMES)."""
+
+    box: list
+    score: float
+    keypoints: np.ndarray
+
+
+def load_session(model_path, threads=THREADS):
+    """An ONNX Runtime session for the converted model; a missing, corrupt or fixed-size model
+    file raises ValueError with one line, so a caller can report it without a traceback."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ValueError(f"{path}: face detector model missing (make it with python -m facial_emotion.convert_blazeface)")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the file's problems are reported below
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a usable ONNX face detector ({first_line[:200]})") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shapes_ok = (len(inputs) == 1 and len(outputs) == 2 and len(inputs[0].shape) == 4
+                 and inputs[0].shape[3] == 3 and outputs[0].shape[-1] == 16 and outputs[1].shape[-1] == 1)
+    if not shapes_ok:
+        raise ValueError(f"{path}: not a BlazeFace model (expected input [n, h, w, 3], outputs [n, k, 16] and [n, k, 1])")
+    if any(isinstance(side, int) for side in inputs[0].shape[1:3]):
+        raise ValueError(f"{path}: the model has a fixed input size; convert it again with "
+                         "python -m facial_emotion.convert_blazeface")
+    return session
+
+
+def anchor_centres(height, width):
+    """Centres (x, y) in input pixels of every anchor of an input of this size, in the order of
+    the network's outputs: the stride-8 head then the stride-16 head, row by row, anchors of a
+    cell side by side."""
+    centres = []
+    for stride, per_cell in HEADS:
+        rows, columns = np.mgrid[0:height // stride, 0:width // stride]
+        cells = np.stack([(columns + 0.5) * stride, (rows + 0.5) * stride], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(cells, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def pyramid_scales(height, width, min_face):
+    """Scales (input px per picture px), finest first: the finest brings a `min_face`-px face to
+    SMALLEST_FACE_IN_INPUT px, the coarsest fits the picture in TRAINED_SIDE, and the steps
+    between are equal and at most MAX_SCALE_STEP."""
+    coarsest = TRAINED_SIDE / max(height, width)
+    finest = min(SMALLEST_FACE_IN_INPUT / min_face, max(MAX_UPSCALE, coarsest))
+    if finest <= coarsest:
+        return [coarsest]
+    steps = math.ceil(math.log(finest / coarsest) / math.log(MAX_SCALE_STEP))
+    return [finest * (coarsest / finest) ** (index / steps) for index in range(steps + 1)]
+
+
+def to_network_input(rgb, scale):
+    """The picture resized by `scale`, in [-1, 1] as BlazeFace expects, padded on the right and
+    bottom to a multiple of INPUT_MULTIPLE with 0 (mid-grey: no edge for the network to see)."""
+    height, width = rgb.shape[:2]
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR  # INTER_AREA: no aliasing
+    resized = cv2.resize(rgb, (new_width, new_height), interpolation=interpolation)
+    padded_height = -(-new_height // INPUT_MULTIPLE) * INPUT_MULTIPLE
+    padded_width = -(-new_width // INPUT_MULTIPLE) * INPUT_MULTIPLE
+    network_input = np.zeros((1, padded_height, padded_width, 3), np.float32)
+    network_input[0, :new_height, :new_width] = resized * np.float32(1 / 127.5) - 1
+    return network_input
+
+
+def decode(regressions, logits, anchors, min_score):
+    """Boxes [x, y, w, h], scores and keypoints [n, 6, 2] of the anchors scoring >= min_score, in
+    input pixels: centre = anchor + offset, size as regressed (MediaPipe's decoding with scale
+    128 and anchor size 1, in pixels)."""
+    scores = 1 / (1 + np.exp(-np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)))
+    keep = scores >= min_score
+    regressions, anchors, scores = regressions[keep], anchors[keep], scores[keep]
+    centres = anchors + regressions[:, 0:2]
+    sizes = regressions[:, 2:4]
+    boxes = np.concatenate([centres - sizes / 2, sizes], axis=1)
+    keypoints = regressions[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+    return boxes, scores, keypoints
+
+
+def iou_matrix(first, second):
+    """Intersection over union of every box [x, y, w, h] of `first` with every one of `second`."""
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, :2] + first[:, None, 2:], second[None, :, :2] + second[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    areas = first[:, 2] * first[:, 3], second[:, 2] * second[:, 3]
+    return intersection / np.maximum(areas[0][:, None] + areas[1][None, :] - intersection, 1e-9)
+
+
+def merge(boxes, scores, keypoints):
+    """Weighted non-maximum suppression, as MediaPipe's: OpenCV picks the best box of each
+    group, then every box overlapping it by NMS_IOU or more is blended in, weighted by score,
+    which steadies boxes and keypoints from frame to frame."""
+    if len(boxes) == 0:
+        return boxes, scores, keypoints
+    best = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.0, NMS_IOU), int).reshape(-1)
+    weights = (iou_matrix(boxes[best], boxes) >= NMS_IOU) * scores[None, :]
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights @ boxes, scores[best], np.einsum("kn,nij->kij", weights, keypoints)
+
+
+def to_haar_framing(boxes):
+    """BlazeFace's boxes moved up and enlarged to Haar's framing (see BOX_SCALE)."""
+    sides = boxes[:, 2:4]
+    centres = boxes[:, :2] + sides / 2 - np.stack([np.zeros(len(boxes)), sides[:, 1] * BOX_SHIFT_UP], axis=1)
+    sides = sides * BOX_SCALE
+    return np.concatenate([centres - sides / 2, sides], axis=1)
+
+
+def clip_box(box, width, height):
+    """An [x, y, w, h] float box rounded to ints and clipped to the picture."""
+    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
+    x1, y1 = min(width, round(box[0] + box[2])), min(height, round(box[1] + box[3]))
+    return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
+
+
+class BlazeFaceDetector:
+    """BlazeFace over an image pyramid; `detect` gives Detection objects, largest box first.
+
+    `min_face` is the smallest face side (picture px) looked for; None means Haar's rule
+    (MIN_FACE_SIDE, or MIN_FACE_FRACTION of the shorter side). A larger value makes the finest
+    pass smaller, so faster: 40 px on a 640x480 frame costs about a third of 24 px.
+    """
+
+    def __init__(self, model_path=MODEL_PATH, min_face=None, threads=THREADS, min_score=MIN_SCORE):
+        self.session = load_session(model_path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.min_face = min_face
+        self.min_score = min_score
+
+    def detect(self, rgb):
+        """Faces in an RGB uint8 array [h, w, 3] of any size, largest box first."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
+            raise ValueError(f"expected an RGB picture [h, w, 3], got an array of shape {rgb.shape}")
+        height, width = rgb.shape[:2]
+        min_face = self.min_face or max(MIN_FACE_SIDE, MIN_FACE_FRACTION * min(height, width))
+        scales = pyramid_scales(height, width, min_face)
+        found = [self.run_pass(rgb, scale, keep_large=scale == scales[-1]) for scale in scales]
+        boxes, scores, keypoints = merge(*(np.concatenate(part) for part in zip(*found)))
+        boxes = to_haar_framing(boxes)
+        detections = [Detection(clip_box(box, width, height), float(score), points.astype(np.float32))
+                      for box, score, points in zip(boxes, scores, keypoints)]
+        detections = [face for face in detections if face.box[2] > 0 and face.box[3] > 0]
+        return sorted(detections, key=lambda face: (-face.box[2] * face.box[3], face.box[0], face.box[1]))
+
+    def run_pass(self, rgb, scale, keep_large):
+        """Candidates of one pass, in picture pixels. Boxes wider than LARGEST_FACE_IN_INPUT
+        are dropped unless `keep_large` (the coarsest pass): a finer pass frames them badly."""
+        network_input = to_network_input(rgb, scale)
+        regressions, logits = self.session.run(None, {self.input_name: network_input})
+        anchors = anchor_centres(*network_input.shape[1:3])
+        boxes, scores, keypoints = decode(regressions[0], logits[0, :, 0], anchors, self.min_score)
+        if not keep_large:
+            small = boxes[:, 2] <= LARGEST_FACE_IN_INPUT
+            boxes, scores, keypoints = boxes[small], scores[small], keypoints[small]
+        return boxes / scale, scores, keypoints / scale
+
+
+def eye_angle(detection):
+    """The eye line's angle in degrees, from the person's right eye (image left) to the left
+    one; positive when the line runs down to the right, i.e. the head tilts clockwise."""
+    (right_x, right_y), (left_x, left_y) = detection.keypoints[0], detection.keypoints[1]
+    return math.degrees(math.atan2(left_y - right_y, left_x - right_x))
+
+
+def align_crop(image, detection, margin=FER_MARGIN, size=None):
+    """The face upright: a square around the box centre, side = box side * (1 + 2 * margin),
+    rotated about that centre so the eye line is level. Gray [h, w] or RGB [h, w, 3]; pixels
+    beyond the picture repeat its edge. With `size`, resized to size x size (INTER_AREA)."""
+    x, y, width, height = detection.box
+    centre = (x + width / 2, y + height / 2)
+    side = max(1, round(max(width, height) * (1 + 2 * margin)))
+    matrix = cv2.getRotationMatrix2D(centre, eye_angle(detection), 1.0)
+    matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
+    crop = cv2.warpAffine(np.asarray(image), matrix, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    if size is not None and size != side:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if size < side else cv2.INTER_LINEAR)
+    return crop

@@ -1,0 +1,130 @@
+"""Finding faces in a picture and cutting them out as the model's input.
+
+Detectors: OpenCV's Haar cascade (ships inside the opencv-python-headless 4.x wheel) and MTCNN
+(weights inside the mtcnn wheel, runs on TensorFlow). Nothing is downloaded. Boxes are
+[x, y, w, h] in the picture's pixels, largest first.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from facial_emotion.errors import UserError, quiet_native_stderr
+from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
+
+DETECTORS = ("haar", "mtcnn")
+# Images no larger than this on both sides are taken to be face crops already (FER-2013 is 48
+# px; people's crops of it or similar data sets go up to about 96 px) and are classified whole.
+MAX_CROP_SIDE = 96
+# Face detection runs on a copy no larger than this on its longer side: a 12-megapixel phone
+# photo would take seconds in the Haar cascade; boxes are scaled back to original pixels.
+DETECTION_MAX_SIDE = 1024
+# Margin added on each side of a detected face before cropping, as a share of the box's size,
+# so that the crop frames the face as FER-2013 does: on 700 FER-2013 validation faces placed in
+# larger pictures, Haar's box side was a median 0.953 of the face's (quartiles 0.885-1.005,
+# centred), which takes 2.5% a side (tests/benchmarks/haar_framing.py).
+FACE_MARGIN = 0.025
+# Haar's smallest face: 24 px (its window) and at least 1/20 of the detection copy's shorter
+# side. Smaller Haar hits in large photos were false alarms on textures (tests/benchmarks/
+# detectors.py: 1/25 let one through at 3072 px); MTCNN is the detector for small faces.
+MIN_FACE_SIDE = 24
+MIN_FACE_FRACTION = 1 / 20
+# MTCNN's own confidence below which a face is dropped: lower let hands and patterns through.
+MTCNN_MIN_CONFIDENCE = 0.9
+
+
+@dataclass
+class Detection:
+    """A face found in a picture: its box [x, y, w, h] in the picture's pixels, the detector's
+    confidence, and landmarks ([k, 2] pixels; eyes first) where the detector gives them."""
+    box: list
+    score: float = 1.0
+    keypoints: np.ndarray = field(default=None, repr=False)
+
+
+class FaceDetector:
+    """One of DETECTORS, loaded once; `detect(rgb)` finds the faces of an RGB uint8 array."""
+
+    def __init__(self, kind="haar"):
+        self.kind = kind
+        if kind == "haar":
+            import cv2
+
+            path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+            self.cascade = cv2.CascadeClassifier(path)
+            if self.cascade.empty():
+                raise UserError(f"{path}: OpenCV's face cascade is missing (is opencv-python-headless<5 installed?)")
+        elif kind == "mtcnn":
+            try:
+                with quiet_native_stderr():
+                    from facial_emotion import keras_runtime  # noqa: F401  TensorFlow, quietly
+                    from mtcnn import MTCNN
+            except ImportError:
+                raise UserError("--detector mtcnn needs the mtcnn package: pip install mtcnn") from None
+            self.mtcnn = MTCNN()
+        else:
+            raise UserError(f"unknown detector {kind!r} (choose from {', '.join(DETECTORS)})")
+
+    def detect(self, rgb):
+        """Detections in an RGB uint8 array [h, w, 3], in its pixels, largest first."""
+        height, width = rgb.shape[:2]
+        scale = min(1.0, DETECTION_MAX_SIDE / max(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if min(size) < MIN_FACE_SIDE:  # a sliver (40000x16): no face fits once it is brought down
+            return []
+        small = rgb if scale == 1.0 else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        found = self._detect_haar(small) if self.kind == "haar" else self._detect_mtcnn(small)
+        detections = []
+        for detection in found:
+            box = clip_box([round(value / scale) for value in detection.box], width, height)
+            if box[2] > 0 and box[3] > 0:
+                keypoints = None if detection.keypoints is None else detection.keypoints / scale
+                detections.append(Detection(box, detection.score, keypoints))
+        return sorted(detections, key=lambda d: (-d.box[2] * d.box[3], d.box[0], d.box[1]))
+
+    def _detect_haar(self, rgb):
+        import cv2
+
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        side = max(MIN_FACE_SIDE, round(min(gray.shape) * MIN_FACE_FRACTION))
+        found = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        return [Detection(list(map(int, box))) for box in found]
+
+    def _detect_mtcnn(self, rgb):
+        with quiet_native_stderr():
+            found = self.mtcnn.detect_faces(rgb)
+        order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+        return [Detection(list(map(int, face["box"])), float(face.get("confidence", 1.0)),
+                          np.array([face["keypoints"][name] for name in order], dtype=np.float32)
+                          if set(order) <= set(face.get("keypoints", {})) else None)
+                for face in found if face.get("confidence", 1.0) >= MTCNN_MIN_CONFIDENCE]
+
+
+def clip_box(box, width, height):
+    x, y, w, h = box
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(width, x + w), min(height, y + h)
+    return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
+
+
+def crop_face(gray, box, margin=FACE_MARGIN):
+    """The face in `box` with a margin, from a grayscale PIL image, preprocessed for the model."""
+    x, y, w, h = box
+    dx, dy = round(w * margin), round(h * margin)
+    region = (max(0, x - dx), max(0, y - dy), min(gray.width, x + w + dx), min(gray.height, y + h + dy))
+    return preprocess_face(gray.crop(region))
+
+
+def find_faces(image, detector):
+    """The faces of one upright PIL image (any mode): [(Detection, model input)], largest first.
+
+    A small image is a face crop already; with no detector (--no-detect) every image is taken
+    whole.
+    """
+    gray = to_grayscale(image)
+    if detector is None or max(image.size) <= MAX_CROP_SIDE:
+        return [(Detection([0, 0, image.width, image.height]), preprocess_face(gray))]
+    detections = detector.detect(np.asarray(to_rgb(image)))
+    return [(detection, crop_face(gray, detection.box)) for detection in detections]

@@ -1,0 +1,97 @@
+"""User errors as one line, exit statuses, and quiet native libraries."""
+
+import contextlib
+import os
+import signal
+import sys
+import warnings
+
+# Exit status for errors the user can fix (bad path, bad file); argparse uses 2 for bad flags.
+EXIT_USER_ERROR = 1
+# Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+EXIT_INTERRUPTED = 130
+# Control characters in a file name (a newline is legal on Linux) would break the one line per
+# result and per error; they are printed escaped. JSON escapes them itself, CSV quotes them.
+LINE_ESCAPES = {**{code: f"\\x{code:02x}" for code in [*range(32), 127, 0x85]},
+                ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
+
+
+def first_line(error, limit=200):
+    """An exception's message as one short line (its type when it has no message): how a
+    library's multi-line error reaches the user inside a UserError."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def one_line(text):
+    """Text safe to print as one line on any terminal: control characters escaped, and bytes of
+    a file name that are not UTF-8 (kept by Python as lone surrogates) shown as \\xNN."""
+    text = str(text).translate(LINE_ESCAPES)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Mute file descriptor 2 (native libraries' own messages: TensorFlow, FFmpeg) for a block."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError):
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_python_warnings():
+    """NumPy's and Pillow's warnings (NaN pixels, malformed EXIF) are about a file the user
+    already gets one line for, or none: they are not shown as several lines of their own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class StopSignals:
+    """Ctrl-C or SIGTERM (kill, a job scheduler) asks a run to stop at its next safe point: after
+    the result in hand, or after the training batch in hand, never in the middle of writing a
+    file. A second one stops at once (KeyboardInterrupt).
+
+    Prediction reads `requested` after each result; training calls `check()`, which raises
+    KeyboardInterrupt at a safe point once a stop was asked for.
+    """
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+
+    def __enter__(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, number, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        return False
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt

@@ -1,0 +1,105 @@
+"""How good a model is: accuracy, macro-F1, per-class figures, calibration error and the
+temperature that fixes it, and the robustness panel. NumPy and scikit-learn only: the same
+functions score a run at the end of training and a saved model under `--evaluate`."""
+
+import numpy as np
+
+from facial_emotion import shifts
+from facial_emotion.saved_model import predict_probabilities
+
+# Temperatures tried when calibrating: 601 log-spaced values from 0.05 (sharpen) to 20 (flatten),
+# scored by expected calibration error over 15 equal-width confidence bins (Guo et al., 2017).
+TEMPERATURE_GRID = (0.05, 20.0, 601)
+CALIBRATION_BINS = 15
+# The two re-framings of the panel that the model's JSON also records as "framing_accuracy", as
+# it did before the panel existed.
+EVALUATION_FRAMINGS = ("crop_80", "pad_120")
+
+
+def accuracy_of(model, faces, labels, tta=False):
+    return round(float(np.mean(predict_probabilities(model, faces, tta=tta).argmax(axis=1) == labels)), 4)
+
+
+def robustness_panel(model, faces, labels, tta=False):
+    """Accuracy on the faces as they are and under each of shifts.ROBUSTNESS_SHIFTS, with the
+    mean and worst drop (see shifts.robustness_summary)."""
+    shifted = {name: accuracy_of(model, shifts.apply_shift(faces, name), labels, tta)
+               for name in shifts.ROBUSTNESS_SHIFTS}
+    return shifts.robustness_summary(accuracy_of(model, faces, labels, tta), shifted)
+
+
+def framing_of(panel):
+    """The two re-framings of a robustness panel, as the JSON's "framing_accuracy"."""
+    return {name: panel["shifts"][name] for name in EVALUATION_FRAMINGS}
+
+
+def describe_panel(panel):
+    """The robustness panel as one line for the terminal."""
+    return (f"robustness: mean drop {panel['mean_drop_points']:.1f} points, worst {panel['worst_drop_points']:.1f} "
+            f"({panel['worst_shift']}); "
+            + ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in panel["shifts"].items()))
+
+
+def expected_calibration_error(labels, probabilities, bins=CALIBRATION_BINS):
+    """ECE with equal-width confidence bins: how far stated confidence is from actual accuracy."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def fit_temperature(labels, probabilities):
+    """The temperature T for softmax(log p / T) with the lowest expected calibration error on
+    these labels, from TEMPERATURE_GRID (the first of equal ones). Calibration error is what the
+    temperature is for; the log-likelihood optimum can miss it."""
+    from facial_emotion.saved_model import apply_temperature
+
+    labels = np.asarray(labels)
+    low, high, count = TEMPERATURE_GRID
+    temperatures = np.exp(np.linspace(np.log(low), np.log(high), count))
+    errors = [expected_calibration_error(labels, apply_temperature(probabilities, float(t))) for t in temperatures]
+    return float(temperatures[int(np.argmin(errors))])
+
+
+def compute_metrics(class_names, labels, probabilities):
+    """Accuracy, macro-F1 (over the classes present in `labels`), ECE and per-class precision,
+    recall, F1 and support (scikit-learn's classification_report)."""
+    from sklearn import metrics as skm
+
+    predictions = probabilities.argmax(axis=1)
+    present = sorted(set(int(label) for label in labels))
+    report = skm.classification_report(labels, predictions, labels=list(range(len(class_names))),
+                                       target_names=list(class_names), output_dict=True, zero_division=0)
+    return {
+        "accuracy": round(float(np.mean(predictions == labels)), 4),
+        "macro_f1": round(float(skm.f1_score(labels, predictions, labels=present, average="macro",
+                                             zero_division=0)), 4),
+        "expected_calibration_error": round(expected_calibration_error(labels, probabilities), 4),
+        "images": int(len(labels)),
+        "per_class": {name: {"precision": round(float(report[name]["precision"]), 4),
+                             "recall": round(float(report[name]["recall"]), 4),
+                             "f1": round(float(report[name]["f1-score"]), 4), "support": int(report[name]["support"])}
+                      for name in class_names},
+    }
+
+
+def text_report(class_names, labels, probabilities):
+    """scikit-learn's classification report of the classes present, as text."""
+    from sklearn import metrics as skm
+
+    present = sorted(set(int(label) for label in labels))
+    return skm.classification_report(labels, probabilities.argmax(axis=1), labels=present,
+                                     target_names=[class_names[i] for i in present], digits=4, zero_division=0)
+
+
+def with_panel(metrics, panel):
+    """metrics.json's record with a robustness panel: "robustness" (accuracy per shift), its mean
+    and worst drop in points, the worst shift, and "framing_accuracy"."""
+    return dict(metrics, robustness=panel["shifts"], robustness_mean_drop=panel["mean_drop_points"],
+                robustness_worst_drop=panel["worst_drop_points"], robustness_worst_shift=panel["worst_shift"],
+                framing_accuracy=framing_of(panel))

@@ -1,0 +1,125 @@
+"""The training side's finishing steps on a trained Keras model: batch-norm statistics recomputed,
+the class prior restored, and the ONNX export checked against Keras. Each computes and returns a
+record for the model's JSON; emotion_recognition.finish_model writes the files.
+
+This module imports TensorFlow; prediction never imports it.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from facial_emotion.errors import UserError, first_line, quiet_native_stderr
+from facial_emotion.evaluation import accuracy_of
+from facial_emotion.files import file_sha256, temporary_path
+from facial_emotion.images import INPUT_SHAPE
+from facial_emotion.saved_model import PREDICT_BATCH_SIZE, OnnxModel, onnx_path, predict_probabilities
+
+# An ONNX export is kept only if it agrees with Keras on real faces: the same class for each
+# and no probability more than this apart.
+ONNX_TOLERANCE = 1e-4
+
+
+def batch_norm_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recompute_batch_norm_statistics(model, faces, batch_size=256, seed=0):
+    """Set every batch-norm layer's moving mean and variance to the average over `faces`, in
+    shuffled batches: the statistics of the inputs the model will see.
+
+    During training they are moving averages over augmented batches, taken while the weights were
+    still changing; un-augmented faces at prediction time differ from those (Wu & Johnson's
+    "precise batch norm"). Dropout stays on, as in training and in PyTorch's `update_bn`.
+    """
+    norms = batch_norm_layers(model)
+    momenta = [layer.momentum for layer in norms]
+    order = np.random.default_rng(seed).permutation(len(faces))
+    try:
+        seen = 0
+        for start in range(0, len(faces), batch_size):
+            batch = np.asarray(faces[order[start:start + batch_size]], dtype=np.float32)
+            # moving = moving * m + batch statistic * (1 - m): with m = seen / (seen + n) it is
+            # the running average over every face so far, weighted by batch size.
+            for layer in norms:
+                layer.momentum = seen / (seen + len(batch))
+            model(batch, training=True)
+            seen += len(batch)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
+    """Recompute the batch-norm statistics on the un-augmented training faces and keep them
+    unless validation accuracy drops; returns the record for the model's JSON (None when the
+    model has no batch norm)."""
+    norms = batch_norm_layers(model)
+    if not norms:
+        return None
+    before, saved = accuracy_of(model, x_val, y_val), [layer.get_weights() for layer in norms]
+    recompute_batch_norm_statistics(model, x_train)
+    after = accuracy_of(model, x_val, y_val)
+    kept = after >= before
+    if not kept:
+        for layer, weights in zip(norms, saved):
+            layer.set_weights(weights)
+    log(f"batch-norm statistics recomputed on {len(x_train)} un-augmented training images: validation "
+        f"accuracy {before:.4f} -> {after:.4f}; {'kept' if kept else 'discarded (kept the training-time ones)'}")
+    return {"recomputed_on_training_images": int(len(x_train)), "validation_accuracy_before": before,
+            "validation_accuracy_after": after, "kept": kept}
+
+
+def restore_class_prior(model, y_train, x_val, y_val, class_names, log=print):
+    """Put a model trained with balanced class weights back on the training set's class
+    frequencies; returns the record for the model's JSON.
+
+    Balanced weights teach the posterior of a set in which every class is equally common:
+    p_balanced(class | face), proportional to p(class | face) / prior(class). Multiplying by the
+    prior gives back p(class | face) (Menon et al., "Long-tail learning via logit adjustment",
+    2021). log(prior) is added to the softmax layer's bias, so the saved model answers with it
+    and prediction needs nothing new. Nothing is fitted.
+    """
+    prior = np.bincount(y_train, minlength=len(class_names)) / len(y_train)
+    last = model.layers[-1]
+    before = accuracy_of(model, x_val, y_val)
+    last.bias.assign(np.asarray(last.bias) + np.log(prior).astype(np.float32))
+    after = accuracy_of(model, x_val, y_val)
+    log(f"class prior of {len(y_train)} training images restored: validation accuracy {before:.4f} -> {after:.4f}")
+    return {"training_images": int(len(y_train)),
+            "prior": {name: round(float(share), 6) for name, share in zip(class_names, prior)},
+            "validation_accuracy_before": before, "validation_accuracy_after": after}
+
+
+def export_onnx(model, model_path, faces, log=print):
+    """Write the ONNX export beside a saved .h5 model once it gives the same class for every one
+    of `faces` and probabilities within ONNX_TOLERANCE of Keras; returns the record for the
+    model's JSON (both files' SHA-256). A failed export or check leaves nothing behind and
+    raises a UserError saying why."""
+    import tensorflow as tf
+
+    model_path = Path(model_path)
+    path = onnx_path(model_path)
+    partial = temporary_path(path)
+    faces = np.asarray(faces[:PREDICT_BATCH_SIZE], dtype=np.float32)
+    try:
+        with quiet_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(str(partial), format="onnx", verbose=False,
+                         input_signature=[tf.TensorSpec((None,) + INPUT_SHAPE, tf.float32)])
+        expected, got = predict_probabilities(model, faces), predict_probabilities(OnnxModel(partial), faces)
+        difference = float(np.max(np.abs(expected - got))) if len(faces) else 0.0
+        if not (np.array_equal(expected.argmax(axis=1), got.argmax(axis=1)) and difference <= ONNX_TOLERANCE):
+            raise UserError(f"it differs from Keras by up to {difference:.2g} on {len(faces)} faces")
+        os.replace(partial, path)
+    except BaseException as error:  # a missing package, an unsupported layer, a failed check, Ctrl-C
+        partial.unlink(missing_ok=True)
+        if not isinstance(error, Exception):
+            raise
+        raise UserError(f"{model_path}: no ONNX export ({first_line(error)})") from None
+    log(f"ONNX export {path} checked against Keras on {len(faces)} faces (largest difference {difference:.1e})")
+    return {"file": path.name, "onnx_sha256": file_sha256(path), "h5_sha256": file_sha256(model_path),
+            "checked_on_faces": int(len(faces)), "max_probability_difference": difference}

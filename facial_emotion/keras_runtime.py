@@ -1,0 +1,49 @@
+"""The Keras runtime: loading saved models with TensorFlow, safe mode on.
+
+Importing this module starts TensorFlow (seconds); prediction imports it only when the ONNX
+export cannot answer or `--runtime keras` asks for it.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+from facial_emotion.errors import UserError, first_line, quiet_native_stderr
+
+# TensorFlow's C++ start-up chatter is noise for a command-line user; real errors still surface.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow writes C++ start-up notes straight to file descriptor 2, ignoring
+# TF_CPP_MIN_LOG_LEVEL; they are muted for the import only.
+with quiet_native_stderr():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+    import keras
+
+
+def load_keras_model(path):
+    """A saved Keras model, safe mode on: a model file cannot run Python code (Lambda layers are
+    refused). Any failure is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty model file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
+        message = first_line(error)
+        if "Lambda" in message or "unsafe" in message.lower():
+            raise UserError(f"{path}: refused: it holds a Lambda layer with Python code, which "
+                            "could do anything on this machine; Keras's safe mode does not run it") from None
+        raise UserError(f"{path}: not a loadable Keras model ({message})") from None
+
+
+def load_checkpoint(path):
+    """A training checkpoint with its optimizer state (safe mode: no code runs from the file)."""
+    try:
+        return keras.models.load_model(str(path), safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "not loadable"
+        raise UserError(f"{path}: cannot resume from it ({first_line(error)})") from None

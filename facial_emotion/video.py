@@ -1,0 +1,103 @@
+"""Video files and cameras in, annotated video out, through OpenCV's FFmpeg build."""
+
+from pathlib import Path
+
+from facial_emotion.errors import UserError, quiet_native_stderr
+from facial_emotion.files import check_regular_file
+from facial_emotion.images import check_size
+
+# Containers that do not know their frame rate report 0 or nonsense; 25 is the PAL default.
+DEFAULT_FPS = 25.0
+# A frame rate above this is a broken header, not a camera.
+MAX_FPS = 1000.0
+
+
+def open_video(path):
+    """An open cv2.VideoCapture of a video file, its frame rate and its frame count (0: unknown).
+
+    FFmpeg writes its own complaints about a broken file ("moov atom not found") straight to
+    file descriptor 2; they are muted, and the UserError says what is wrong in one line.
+    """
+    import cv2
+
+    path = Path(path)
+    check_regular_file(path)
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(path))
+        opened = capture.isOpened()
+    if not opened:
+        raise UserError(f"{path}: not a video file OpenCV can read")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps <= MAX_FPS else DEFAULT_FPS
+    frame_count = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width > 0 and height > 0:
+        try:
+            check_size(path, width, height)
+        except UserError:
+            capture.release()
+            raise
+    return capture, fps, frame_count
+
+
+def open_camera(index):
+    """An open cv2.VideoCapture of a camera; OpenCV's V4L2 and FFmpeg warnings muted."""
+    import cv2
+
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(index)
+        opened = capture.isOpened()
+    if not opened:
+        raise UserError(f"camera {index}: cannot be opened")
+    return capture
+
+
+def read_frames(capture):
+    """RGB frames of an open capture until it ends, FFmpeg's decoding noise muted."""
+    import cv2
+
+    while True:
+        with quiet_native_stderr():
+            ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+class VideoWriter:
+    """An annotated copy of a video, written as frames come and named only when it is whole: it
+    is written to a hidden partial file and given its name when closed, never over a file."""
+
+    def __init__(self, path, fps, shape):
+        import cv2
+
+        from facial_emotion.files import temporary_path
+
+        self.path, self.partial = Path(path), temporary_path(path)
+        with quiet_native_stderr():
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                          (shape[1], shape[0]))
+            opened = self.writer.isOpened()
+        if not opened:
+            self.writer.release()
+            self.partial.unlink(missing_ok=True)
+            raise UserError(f"{self.path}: cannot write annotated video (OpenCV cannot open it for writing)")
+
+    def write(self, bgr):
+        self.writer.write(bgr)
+
+    def close(self, keep=True):
+        """Finish the file and name it (`keep`), or throw it away."""
+        import os
+
+        with quiet_native_stderr():
+            self.writer.release()
+        try:
+            if keep:
+                os.link(self.partial, self.path)
+        except FileExistsError:
+            raise UserError(f"{self.path}: appeared while the video was written; the annotated copy was not kept") from None
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot write annotated video ({error.strerror or error})") from None
+        finally:
+            self.partial.unlink(missing_ok=True)
