@@ -30,12 +30,12 @@ import numpy as np
 
 from facial_emotion import evaluation, plots, shifts
 from facial_emotion.api import detect_emotion  # noqa: F401  the design's seeds import it from here
-from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, StopSignals, UserError
+from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line
 from facial_emotion.fer2013_csv import import_fer2013_csv
 from facial_emotion.files import (PROJECT_DIR, RunLock, claim_run_folder, portable_command, portable_path,
                                   portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
-from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, tf
+from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, apply_temperature, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 
@@ -133,13 +133,13 @@ class TrainConfig:
 def find_splits(data_dir):
     """(train_dir, validation_dir) of a data folder; validation may be named test (Kaggle)."""
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: no such data folder" if not data_dir.exists() else f"{data_dir}: not a folder")
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{data_dir}: no such data folder" if not os.path.exists(data_dir) else f"{data_dir}: not a folder")
     train_dir = data_dir / "train"
-    if not train_dir.is_dir():
+    if not os.path.isdir(train_dir):
         raise UserError(f"{data_dir}: has no train/ folder (expected train/ and validation/ or test/)")
     for name in ("validation", "test"):
-        if (data_dir / name).is_dir():
+        if os.path.isdir(data_dir / name):
             return train_dir, data_dir / name
     raise UserError(f"{data_dir}: has no validation/ or test/ folder beside train/")
 
@@ -147,7 +147,7 @@ def find_splits(data_dir):
 def list_class_folders(split_dir):
     """Sorted class folder names of a split folder; errors for a missing or empty folder."""
     split_dir = Path(split_dir)
-    if not split_dir.is_dir():
+    if not os.path.isdir(split_dir):
         raise UserError(f"{split_dir}: no such folder")
     classes = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
@@ -370,7 +370,7 @@ class RunState(keras.callbacks.Callback):
         stopping = self.early_stopping
         stopping.wait, stopping.best = state["early_stopping"]["wait"], state["early_stopping"]["best"]
         stopping.best_epoch = state["early_stopping"]["best_epoch"]
-        if self.model_path.is_file():
+        if os.path.isfile(self.model_path):
             stopping.best_weights = load_keras_model(self.model_path).get_weights()
         if self.reduce_lr is not None and state.get("reduce_lr"):
             for key, value in state["reduce_lr"].items():
@@ -598,7 +598,7 @@ class TrainingInterrupted(Exception):
 def read_training_state(output_dir, required=True):
     """A run folder's training_state.json, checked: a hand-edited or broken one is a UserError."""
     path = Path(output_dir) / STATE_FILE
-    if not path.is_file():
+    if not os.path.isfile(path):
         if not required:
             return None
         raise UserError(f"{output_dir}: no {STATE_FILE}; not a run folder that can be resumed")
@@ -624,7 +624,7 @@ def resume(output_dir, stop=None, log=print):
     state = read_training_state(output_dir)
     if state.get("finished"):
         raise UserError(f"{output_dir}: that run already finished; nothing to resume")
-    if not (Path(output_dir) / LAST_CHECKPOINT).is_file():
+    if not os.path.isfile(Path(output_dir) / LAST_CHECKPOINT):
         raise UserError(f"{output_dir}: no {LAST_CHECKPOINT} to resume from")
     config = TrainConfig.from_saved(state["settings"], Path(output_dir) / STATE_FILE)
     return train(config, output_dir, resume_state=state, stop=stop, log=log)
@@ -636,25 +636,6 @@ def read_history(path):
         rows = list(csv.DictReader(handle))
     return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")]
             for key in (rows[0] if rows else {})}
-
-
-def save_model_atomically(model, path):
-    """Save a Keras model whole or not at all. An .h5 file is for prediction and leaves the
-    optimizer out; a .keras checkpoint keeps it for --resume."""
-    def write(partial):
-        import logging
-
-        # Keras logs "HDF5 is considered legacy" on every .h5 save; .h5 stays because it is the
-        # format users' own Keras and TensorFlow scripts load.
-        logger = logging.getLogger("absl")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            model.save(str(partial), **({"include_optimizer": False} if partial.suffix == ".h5" else {}))
-        finally:
-            logger.setLevel(level)
-
-    replace_atomically(path, write)
 
 
 def described_model_path(model_path):
@@ -774,11 +755,11 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
     from facial_emotion.saved_model import onnx_path
 
     model_path = Path(model_path)
-    if onnx_path(model_path).exists() and not overwrite:
+    if os.path.exists(onnx_path(model_path)) and not overwrite:
         raise UserError(f"{onnx_path(model_path)}: already exists; pass --overwrite to replace it")
     model, metadata = load_model(model_path)
     sample = DEFAULT_DATA_DIR / "validation"
-    names = [name for name in metadata["class_names"] if (sample / name).is_dir()]
+    names = [name for name in metadata["class_names"] if os.path.isdir(sample / name)]
     faces = load_split(sample, names, log=log)[0] if names else np.random.default_rng(0).uniform(
         0, 255, (64,) + INPUT_SHAPE).astype(np.float32)
     metadata["onnx"] = finishing.export_onnx(model, model_path, faces, log)
@@ -788,15 +769,6 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
 # =============================================================================================
 # Command line
 # =============================================================================================
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except for switches and flags whose default is "not given"."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
-
-
 # The flags that set a TrainConfig field, by field: --resume takes a run's own and refuses these.
 TRAINING_FLAGS = {"data_dir": "--data-dir", "epochs": "--epochs", "batch_size": "--batch-size",
                   "learning_rate": "--learning-rate", "seed": "--seed", "augment": "--no-augment",
@@ -907,12 +879,12 @@ def main(argv=None):
             else:
                 train(config_from_args(args), args.output_dir, overwrite=args.overwrite, stop=stop)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingInterrupted as stopped:
         print(f"interrupted after {stopped.epochs_done} finished epoch(s); the best model so far is in "
-              f"{stopped.output_dir}; continue with: python {Path(sys.argv[0]).name} --resume {stopped.output_dir}",
-              file=sys.stderr)
+              f"{one_line(stopped.output_dir)}; continue with: python {Path(sys.argv[0]).name} --resume "
+              f"{one_line(stopped.output_dir)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,24 +19,18 @@ imports TensorFlow unless the Keras runtime or MTCNN is asked for.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from facial_emotion import batch
 from facial_emotion.detection import DETECTORS, FaceDetector
-from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, UserError, quiet_python_warnings
 from facial_emotion.pipeline import Classifier, Pipeline, collect_inputs
 from facial_emotion.plots import PLOT_FORMATS
 from facial_emotion.saved_model import DEFAULT_MODEL_PATH, RUNTIMES, load_model
 from facial_emotion.tracking import FaceTracker
 from facial_emotion.writers import print_error, print_note
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except for switches and flags whose default is "not given"."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
 
 
 def parse_args(argv=None):
@@ -80,9 +74,9 @@ def check_outputs(csv_path, plot_path, annotate_dir):
     for path, option in ((csv_path, "--csv"), (plot_path, "--plot")):
         if path is None:
             continue
-        if path.exists() or path.is_symlink():
+        if os.path.lexists(path):
             raise UserError(f"{path}: already exists; choose another {option} file")
-        if not path.parent.is_dir():
+        if not os.path.isdir(path.parent):
             raise UserError(f"{path}: folder {path.parent} does not exist")
     if plot_path is not None and plot_path.suffix.lower() not in PLOT_FORMATS:
         raise UserError(f"{plot_path}: name the plot .png, .pdf, .svg or .jpg")
@@ -119,7 +113,8 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return run(args)
+        with quiet_python_warnings():  # NumPy's and Pillow's warnings about a file: its one line says it
+            return run(args)
     except UserError as error:
         print_error(error)
         return EXIT_USER_ERROR

@@ -1,5 +1,7 @@
-"""User errors as one line, exit statuses, and quiet native libraries."""
+"""How the command lines speak and end: user errors as one line, exit statuses, help with
+defaults, quiet native libraries, and Ctrl-C or SIGTERM at safe points."""
 
+import argparse
 import contextlib
 import os
 import signal
@@ -14,6 +16,15 @@ EXIT_INTERRUPTED = 130
 # result and per error; they are printed escaped. JSON escapes them itself, CSV quotes them.
 LINE_ESCAPES = {**{code: f"\\x{code:02x}" for code in [*range(32), 127, 0x85]},
                 ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except for switches and flags whose default is "not given"."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

@@ -5,6 +5,7 @@ PrivateTest -> test/.
 """
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -27,12 +28,12 @@ def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
     """Write fer2013.csv's images as PNG class folders under `output_dir`; returns {split: count}.
     Every row is checked first, so a bad file writes nothing."""
     csv_path, output_dir = Path(csv_path), Path(output_dir)
-    if not csv_path.is_file():
+    if not os.path.isfile(csv_path):
         raise UserError(f"{csv_path}: no such CSV file")
-    if output_dir.exists() and not output_dir.is_dir():
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"{output_dir}: exists and is not a folder")
     rows = read_rows(csv_path)
-    if output_dir.is_dir() and holds_files(output_dir) and not overwrite:
+    if os.path.isdir(output_dir) and holds_files(output_dir) and not overwrite:
         raise UserError(f"{output_dir}: already holds files; choose an empty folder or pass --overwrite")
     counts = {}
     for index, (label, pixels, split) in enumerate(rows):

@@ -169,7 +169,7 @@ def create_new_file(path, write, what="file"):
     except FileExistsError:
         raise UserError(f"{path}: already exists; choose another {what}") from None
     except OSError as error:
-        raise UserError(f"{path}: cannot be written ({describe_oserror(error)})") from None
+        raise UserError(f"{path}: cannot write {what} ({describe_oserror(error)})") from None
     finally:
         _remove_quietly(partial)
 
@@ -243,7 +243,7 @@ def claim_run_folder(output_dir, runs_dir, stem="train", overwrite=False, protec
         output_dir = next(runs_dir / (stem if index == 1 else f"{stem}{index}") for index in range(1, 100000)
                           if not (runs_dir / (stem if index == 1 else f"{stem}{index}")).exists())
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"{output_dir}: exists and is not a folder")
     if any(output_dir.resolve() == Path(folder).resolve() for folder in protected) and not overwrite:
         raise UserError(f"{output_dir}: holds the shipped model; pass --overwrite to replace it")

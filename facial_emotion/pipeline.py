@@ -6,6 +6,7 @@ picture goes through `Pipeline.find` (detect and crop) and `Pipeline.classify` (
 for many faces).
 """
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,10 @@ class Classifier:
         """Calibrated probabilities [n, classes] of a list of model inputs."""
         if not faces:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        return predict_probabilities(self.model, np.stack(faces), self.temperature, self.tta)
+        scores = predict_probabilities(self.model, np.stack(faces), self.temperature, self.tta)
+        if scores.shape[1] != len(self.class_names):
+            raise UserError(f"the model answered {scores.shape[1]} scores a face for {len(self.class_names)} classes")
+        return scores
 
     def face(self, box, scores):
         best = int(np.argmax(scores))
@@ -232,7 +236,7 @@ def collect_inputs(paths, skipped=None):
     over (FIFOs and the like) is appended to `skipped` as (path, reason)."""
     inputs = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if os.path.isdir(path):
             inputs += walk_files(path, lambda name: is_image_file(name) or is_video_file(name), skipped=skipped)
         else:
             inputs.append(path)

@@ -7,6 +7,7 @@ Nothing here imports TensorFlow or Keras unless the Keras runtime is asked for.
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,9 @@ def read_metadata(model_path, described_as=None):
     `described_as`: read the JSON of this model path instead (a run's last checkpoint uses its
     run's)."""
     path = metadata_path(described_as or model_path)
-    if not Path(model_path).is_file():
+    if not os.path.isfile(model_path):
         raise UserError(f"{model_path}: no such model file")
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise UserError(f"{model_path}: no class-name file {path.name} beside it")
     metadata = read_json(path, "model description")
     class_names = metadata.get("class_names") if isinstance(metadata, dict) else None
@@ -152,7 +153,7 @@ def matching_onnx(model_path, metadata):
     """The ONNX export beside a model if its JSON records it as made from this very .h5 file
     (both files' SHA-256), else None with the reason."""
     path, record = onnx_path(model_path), metadata.get("onnx")
-    if not path.is_file():
+    if not os.path.isfile(path):
         return None, f"no {path.name} beside it"
     if not isinstance(record, dict):
         return None, f"{metadata_path(model_path).name} does not record {path.name}"
@@ -192,7 +193,7 @@ def load_model(model_path=DEFAULT_MODEL_PATH, runtime="keras", described_as=None
         if runtime == "onnx":
             raise UserError(f"{model_path}: --runtime onnx: {problem} (export it with "
                             f"`python emotion_recognition.py --export-onnx {model_path}`)")
-        if onnx_path(model_path).is_file() and warn is not None:
+        if os.path.isfile(onnx_path(model_path)) and warn is not None:
             warn(f"warning: {model_path}: {problem}; using Keras")
     from facial_emotion import keras_runtime  # TensorFlow starts here, and only here
 

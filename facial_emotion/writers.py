@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facial_emotion.errors import UserError, one_line
-from facial_emotion.files import create_new_file, describe_oserror
+from facial_emotion.files import create_new_file, describe_oserror, temporary_path
 from facial_emotion.images import to_rgb
 from facial_emotion.video import VideoWriter
 
@@ -75,7 +75,9 @@ class Stdout:
         try:
             if sys.stdout is None:
                 raise OSError("standard output is closed")
-            emit(text, sys.stdout)
+            encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+            # A terminal that cannot show a character (an ASCII locale) gets its \\u escape.
+            emit(text.encode(encoding, "backslashreplace").decode(encoding), sys.stdout)
         except BrokenPipeError:  # `predict.py ... | head`: the reader has all it wanted
             self._silence()
         except (OSError, ValueError) as error:
@@ -124,19 +126,18 @@ class JsonWriter:
 
 
 class CsvWriter:
-    """One row per face per image or frame, flushed at once, in a new file that is never written
-    over. Text cells are made spreadsheet-safe; non-UTF-8 bytes of a file name are kept as they
-    are."""
+    """One row per face per image or frame. Rows go to a hidden partial file as results come
+    (flushed at once), which takes the CSV's name when the run ends, interrupted or not: the CSV
+    appears whole or not at all, and never over a file. Text cells are made spreadsheet-safe;
+    non-UTF-8 bytes of a file name are kept as they are."""
 
     def __init__(self, path, class_names):
-        self.class_names = class_names
+        self.path, self.partial, self.class_names = Path(path), temporary_path(path), class_names
         try:
-            self.handle = open(path, "x", newline="", encoding="utf-8", errors="surrogateescape")
-        except FileExistsError:
-            raise UserError(f"{path}: already exists; choose another --csv file") from None
+            self.handle = open(self.partial, "w", newline="", encoding="utf-8", errors="surrogateescape")
         except OSError as error:
             raise UserError(f"{path}: cannot be written ({describe_oserror(error)})") from None
-        self.path, self.writer = Path(path), csv.writer(self.handle)
+        self.writer = csv.writer(self.handle)
         self._write_row([*CSV_COLUMNS, *map(spreadsheet_safe, class_names)])
 
     def add(self, result):
@@ -151,13 +152,23 @@ class CsvWriter:
             self.writer.writerow(row)
             self.handle.flush()
         except OSError as error:
+            self.handle.close()
+            self.partial.unlink(missing_ok=True)
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
 
     def close(self):
+        """Give the rows written so far the CSV's name."""
+        if self.handle.closed:
+            return
         try:
             self.handle.close()
-        except OSError:
-            pass
+            os.link(self.partial, self.path)
+        except FileExistsError:
+            raise UserError(f"{self.path}: appeared during the run; the rows were not written over it") from None
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 class Outputs:
@@ -176,7 +187,11 @@ class Outputs:
 
     def close(self):
         for writer in self.writers:
-            writer.close()
+            try:
+                writer.close()
+            except UserError as error:
+                self.failures += 1
+                print_error(error)
         if self.stdout.problem:
             print_error(self.stdout.problem)
 
@@ -239,12 +254,18 @@ class Annotator:
         # The input's own format where Pillow can write it (a file named "face" or "x.dat" cannot be).
         image_format = Image.registered_extensions().get(source.suffix.lower())
         writable = image_format in Image.SAVE
-        path = unused_path(self.folder, source, source.suffix if writable else ".png")
+        try:
+            path = unused_path(self.folder, source, source.suffix if writable else ".png")
+        except OSError as error:
+            result.error = f"{self.folder}: cannot write annotated image ({describe_oserror(error)})"
+            return
         drawn = Image.fromarray(draw_faces(np.asarray(to_rgb(image)).copy(), result.faces))
         try:
             create_new_file(path, lambda partial: drawn.save(partial, format=image_format if writable else "PNG"),
-                            "annotated copy")
-        except (UserError, ValueError) as error:
+                            "annotated image")
+        except UserError as error:
+            result.error = str(error)
+        except ValueError as error:  # Pillow cannot write this mode in this format
             result.error = f"{path}: cannot write annotated image ({error})"
         else:
             result.annotated = str(path)

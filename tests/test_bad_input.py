@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 import emotion_recognition as er
 import predict
@@ -50,14 +51,14 @@ def test_unreadable_file_is_reported(model, tmp_path, capsys, monkeypatch):
     # Tests run as root in CI, where chmod 000 does not stop reading; simulate the OS refusal.
     locked = tmp_path / "locked.jpg"
     locked.write_bytes(good_face().read_bytes())
-    original_open = er.Image.open
+    original_open = Image.open
 
     def refuse(path, *args, **kwargs):
         if str(path) == str(locked):
             raise PermissionError(13, "Permission denied")
         return original_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(er.Image, "open", refuse)
+    monkeypatch.setattr(Image, "open", refuse)
     assert predict.main([str(locked), str(good_face()), "--model", model]) == 1
     captured = capsys.readouterr()
     assert captured.err.strip() == f"error: {locked}: permission denied"
@@ -132,14 +133,24 @@ def test_a_full_disk_while_saving_leaves_the_old_model_intact(trained_run, tmp_p
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_bad_training_input_is_answered_before_tensorflow_starts(tmp_path):
-    code = ("import sys, emotion_recognition as er\n"
-            "status = er.main(['--data-dir', sys.argv[1]])\n"
-            "print(status, any(name.split('.')[0] == 'tensorflow' for name in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "absent")], capture_output=True,
-                            text=True, cwd=PROJECT_DIR, timeout=120)
-    assert result.stdout.split() == ["1", "False"], result.stderr
+def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path):
+    output = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "emotion_recognition.py"), "--data-dir",
+                             str(tmp_path / "absent"), "--output-dir", str(output)], capture_output=True,
+                            text=True, cwd=PROJECT_DIR, timeout=300)
+    assert result.returncode == er.EXIT_USER_ERROR, result.stderr
     assert result.stderr.strip() == f"error: {tmp_path / 'absent'}: no such data folder"
+    assert not output.exists(), "nothing written before the data was checked"
+
+
+def test_prediction_imports_no_tensorflow():
+    # Training imports TensorFlow at its top; prediction must not, nor through the package.
+    code = ("import sys, predict\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_DIR,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_detect_emotion_sees_an_edited_model_json(trained_run, tmp_path):

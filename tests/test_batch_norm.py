@@ -1,9 +1,12 @@
 """Batch-norm statistics recomputed on un-augmented training faces after training."""
 
+import keras
 import numpy as np
 import pytest
 
-import emotion_recognition as er
+from facial_emotion import finishing
+from facial_emotion.images import INPUT_SHAPE
+from facial_emotion.saved_model import predict_probabilities
 
 
 def faces(count, seed=0):
@@ -13,8 +16,7 @@ def faces(count, seed=0):
 
 
 def batch_norm_model():
-    keras = er.import_keras()
-    return keras.Sequential([keras.Input(er.INPUT_SHAPE), keras.layers.BatchNormalization(momentum=0.9),
+    return keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.BatchNormalization(momentum=0.9),
                              keras.layers.Flatten(),
                              keras.layers.Dense(2, activation="softmax")])
 
@@ -22,7 +24,7 @@ def batch_norm_model():
 def test_recomputed_statistics_are_those_of_the_faces():
     model, x = batch_norm_model(), faces(600)  # 600: the last batch of 256 is short
     norm = model.layers[0]
-    er.recompute_batch_norm_statistics(model, x, batch_size=256)
+    finishing.recompute_batch_norm_statistics(model, x, batch_size=256)
     assert float(np.asarray(norm.moving_mean)[0]) == pytest.approx(float(x.mean()), rel=1e-4)
     # The average of within-batch variances: the population's within a percent for batches of 256.
     assert float(np.asarray(norm.moving_variance)[0]) == pytest.approx(float(x.var()), rel=0.01)
@@ -30,15 +32,15 @@ def test_recomputed_statistics_are_those_of_the_faces():
 
 
 def test_statistics_that_lower_validation_accuracy_are_discarded():
-    er.import_keras().utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model, x_val = batch_norm_model(), faces(40, seed=1)
     # Labels the model gets all right; both classes occur (a fact of seed 0, checked here).
-    y_val = er.predict_probabilities(model, x_val).argmax(axis=1)
+    y_val = predict_probabilities(model, x_val).argmax(axis=1)
     assert set(y_val) == {0, 1}
     before = [np.asarray(w).copy() for w in model.get_weights()]
     # "Training faces" of one huge constant value: every face then looks alike to the model, which
     # answers one class for all of them.
-    record = er.refresh_batch_norm(model, np.full((64, 48, 48, 1), 1e7, np.float32), x_val, y_val,
+    record = finishing.refresh_batch_norm(model, np.full((64, 48, 48, 1), 1e7, np.float32), x_val, y_val,
                                    log=lambda *a, **k: None)
     assert record["validation_accuracy_before"] == 1.0 and record["validation_accuracy_after"] < 1.0
     assert record["kept"] is False

@@ -2,11 +2,15 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
 import emotion_recognition as er
 from conftest import copy_sample
+from facial_emotion.finishing import restore_class_prior
+from facial_emotion.images import INPUT_SHAPE
+from facial_emotion.saved_model import predict_probabilities
 
 
 @pytest.fixture
@@ -19,17 +23,16 @@ def uneven_data(tmp_path):
 
 
 def test_answers_are_multiplied_by_the_training_class_frequencies():
-    keras = er.import_keras()
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input(er.INPUT_SHAPE), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])
     faces = np.random.default_rng(0).uniform(0, 255, (20, 48, 48, 1)).astype(np.float32)
     labels = np.array([0, 1] * 10)
-    before = er.predict_probabilities(model, faces)
-    record = er.restore_class_prior(model, np.array([0] * 8 + [1] * 2), faces, labels, ["happy", "sad"],
+    before = predict_probabilities(model, faces)
+    record = restore_class_prior(model, np.array([0] * 8 + [1] * 2), faces, labels, ["happy", "sad"],
                                     log=lambda *a, **k: None)
     expected = before * [0.8, 0.2]
-    np.testing.assert_allclose(er.predict_probabilities(model, faces),
+    np.testing.assert_allclose(predict_probabilities(model, faces),
                                expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
     assert record["prior"] == {"happy": 0.8, "sad": 0.2} and record["training_images"] == 10
     assert record["validation_accuracy_before"] == pytest.approx(float(np.mean(before.argmax(axis=1) == labels)))
@@ -38,8 +41,8 @@ def test_answers_are_multiplied_by_the_training_class_frequencies():
 def test_only_balanced_training_restores_the_prior(uneven_data, tmp_path):
     quiet = lambda *a, **k: None  # noqa: E731
     for weighting in ("balanced", "none"):
-        er.train(uneven_data, tmp_path / weighting, epochs=1, batch_size=8, seed=2, class_weighting=weighting,
-                 log=quiet)
+        config = er.TrainConfig(data_dir=str(uneven_data), epochs=1, batch_size=8, seed=2, class_weighting=weighting)
+        er.train(config, tmp_path / weighting, log=quiet)
     balanced = json.loads((tmp_path / "balanced" / "emotion_model.json").read_text())["training"]
     assert balanced["class_prior"]["prior"] == {"happy": 0.8, "sad": 0.2}
     assert balanced["class_weighting"] == "balanced", "how it was trained stays on record"

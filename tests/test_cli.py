@@ -10,6 +10,9 @@ import pytest
 import emotion_recognition as er
 import predict
 from conftest import PROJECT_DIR, SAMPLE_DIR, copy_sample
+from facial_emotion.files import claim_run_folder
+from facial_emotion.images import load_face, read_image, to_grayscale
+from facial_emotion.saved_model import load_model, model_temperature, predict_probabilities
 
 TRAINING_OUTPUTS = ["emotion_model.h5", "emotion_model.json", "history.csv", "training_curves.png",
                     "confusion_matrix.png", "classification_report.txt", "metrics.json",
@@ -42,10 +45,18 @@ def test_predict_prints_one_line_per_image(trained_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert status == 0
     assert len(lines) == 2
-    for image, line in zip(images, lines):
+    assert predict.main([*map(str, images), "--model", str(trained_run["model"]), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    for image, line, result in zip(images, lines, results):
         assert line.startswith(f"{image}: ")
-        first, second = line.split(": ", 1)[1].split(", ")
-        assert first.split(" (")[0] in ("happy", "sad") and first.endswith("%)")
+        ranked = [part[:-2].split(" (") for part in line.split(": ", 1)[1].split(", ")]
+        names, percents = [name for name, _ in ranked], [float(percent) for _, percent in ranked]
+        # Both classes, highest first, the probabilities of one answer, the same as --json gives.
+        assert sorted(names) == ["happy", "sad"] and percents == sorted(percents, reverse=True)
+        assert sum(percents) == pytest.approx(100, abs=0.15)
+        [face] = result["faces"]
+        assert names[0] == face["emotion"] and percents[0] == pytest.approx(100 * face["confidence"], abs=0.05)
+        assert percents == pytest.approx([100 * face["scores"][name] for name in names], abs=0.05)
 
 
 def test_predict_json_schema(trained_run, capsys):
@@ -55,7 +66,7 @@ def test_predict_json_schema(trained_run, capsys):
     assert result["file"] == str(image) and result["error"] is None
     [face] = result["faces"]
     assert face["box"] == [0, 0, 48, 48]
-    assert face["emotion"] in ("happy", "sad")
+    assert face["emotion"] == max(face["scores"], key=face["scores"].get)
     assert set(face["scores"]) == {"happy", "sad"}
     assert face["confidence"] == pytest.approx(max(face["scores"].values()))
     assert sum(face["scores"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -77,8 +88,11 @@ def test_predict_goes_on_past_bad_files_and_exits_1(trained_run, tmp_path, capsy
 def test_detect_emotion_api(trained_run):
     image = sorted((trained_run["data"] / "validation" / "happy").iterdir())[0]
     emotion, confidence = er.detect_emotion(image, model_path=trained_run["model"])
-    assert emotion in ("happy", "sad")
-    assert 50.0 <= confidence <= 100.0
+    # The same answer as the saved model's calibrated probabilities for the image taken whole.
+    model, metadata = load_model(trained_run["model"], runtime="auto")
+    [expected] = predict_probabilities(model, load_face(image)[None], model_temperature(metadata))
+    assert emotion == metadata["class_names"][int(expected.argmax())]
+    assert confidence == round(100 * float(expected.max()), 1)
 
 
 def test_evaluate_accepts_a_subset_of_classes(trained_run, tmp_path, capsys):
@@ -119,13 +133,18 @@ def test_default_output_folders_never_collide(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "train").mkdir(parents=True)
     (tmp_path / "runs" / "train" / "emotion_model.h5").write_text("an earlier run")
-    assert er.choose_output_dir(None) == er.DEFAULT_RUNS_DIR / "train2"
+    folder, lock = claim_run_folder(None, er.DEFAULT_RUNS_DIR)
+    lock.release()
+    assert folder == er.DEFAULT_RUNS_DIR / "train2"
     assert (tmp_path / "runs" / "train" / "emotion_model.h5").read_text() == "an earlier run"
 
 
-def test_training_into_the_shipped_models_folder_needs_overwrite(tmp_path):
-    with pytest.raises(er.UserError, match="shipped model"):
-        er.choose_output_dir(er.DEFAULT_MODEL_PATH.parent)
+def test_training_into_the_shipped_models_folder_needs_overwrite(tiny_data, capsys):
+    shipped = er.DEFAULT_MODEL_PATH.parent
+    before = sorted(path.name for path in shipped.iterdir())
+    assert er.main(["--data-dir", str(tiny_data), "--output-dir", str(shipped)]) == er.EXIT_USER_ERROR
+    assert capsys.readouterr().err.strip() == f"error: {shipped}: holds the shipped model; pass --overwrite to replace it"
+    assert sorted(path.name for path in shipped.iterdir()) == before, "nothing written there, not even a lock"
 
 
 def _missing_folder(root):
@@ -195,7 +214,7 @@ def test_fer2013_csv_import(tmp_path):
     assert er.main(["--import-csv", str(csv_path), "--data-dir", str(output)]) == 0
     written = sorted(str(p.relative_to(output).parent) for p in output.rglob("*.png"))
     assert written == ["test/disgust", "test/happy", "train/angry", "train/happy", "validation/neutral"]
-    first = np.asarray(er.to_grayscale(er.read_image(next((output / "train" / "happy").iterdir()))))
+    first = np.asarray(to_grayscale(read_image(next((output / "train" / "happy").iterdir()))))
     assert first.shape == (48, 48)
     np.testing.assert_array_equal(first.ravel(), np.array(lines[1].split(",")[1].split(), dtype=np.uint8))
     # A second import into the same folder refuses rather than mixing two data sets.

@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 import emotion_recognition as er
-import predict
 from conftest import SAMPLE_DIR, copy_sample
+from facial_emotion import images
+from facial_emotion.detection import FaceDetector
+from facial_emotion.pipeline import Classifier, Pipeline
 
 
 def first_sample(split="validation", name="happy"):
@@ -16,7 +18,7 @@ def first_sample(split="validation", name="happy"):
 
 
 class RecordingModel:
-    """Stands in for a Keras model: records what predict.py feeds it, answers uniform scores."""
+    """Stands in for a Keras model: records what prediction feeds it, answers uniform scores."""
 
     def __init__(self, classes):
         self.classes = classes
@@ -39,14 +41,19 @@ def test_training_batches_and_predict_give_the_same_input_array(tmp_path):
         Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8), "RGB").save(files[-1])
     x, y, listed = er.load_split(tmp_path / "train", ["happy", "sad"])
     assert listed == [str(path) for path in files]
-    batch_x, batch_y = next(er.augmented_batches(x, er.one_hot(y, 2), None, batch_size=2, seed=0, augment=False))
+    batch_x, batch_y = next(er.augmented_batches(x, y, None, batch_size=2, seed=0, augment=False))
+    assert sorted(batch_y.tolist()) == [0, 1], "integer labels, one face of each class"
     model = RecordingModel(2)
-    classifier = predict.Classifier(model, {"class_names": ["happy", "sad"]})
-    predict.predict_images(files, classifier, predict.FaceDetector("haar"))
+    classifier = Classifier(model, {"class_names": ["happy", "sad"]})
+    results = list(Pipeline(classifier, FaceDetector("haar")).images(files))
+    assert [result.file for result in results] == [str(path) for path in files]
+    assert all(result.error is None and len(result.faces) == 1 for result in results)
+    seen = np.concatenate(model.seen)  # the faces in the order prediction classified them
+    assert len(seen) == 2
     for index in range(2):
-        label = int(batch_y[index].argmax())
+        label = int(batch_y[index])
         np.testing.assert_array_equal(batch_x[index], x[label])
-        np.testing.assert_array_equal(model.seen[0][label], x[label])
+        np.testing.assert_array_equal(seen[label], x[label])
     assert x[0].shape == (48, 48, 1) and x.dtype == np.float32
     assert x.max() > 1.0, "pixels stay 0..255: scaling is the model's Rescaling layer"
 
@@ -59,14 +66,14 @@ def test_training_reads_every_image_type_prediction_reads_and_counts_the_same_fi
         face.save(data / "train" / "happy" / name)
     x, _, files = er.load_split(data / "train", ["happy", "sad"])
     assert len(x) == 2 + 4 + 2 and len(files) == len(x)
-    assert all(er.is_image_file(path) for path in files)
+    assert all(images.is_image_file(path) for path in files)
     assert len(er.list_images(data / "train" / "happy")) == 6
 
 
 def test_colour_photo_is_loaded_as_grayscale_48x48(tmp_path):
     path = tmp_path / "colour.png"
     Image.new("RGB", (120, 90), (200, 30, 30)).save(path)
-    face = er.load_face(path)
+    face = images.load_face(path)
     assert face.shape == (48, 48, 1)
     expected = np.asarray(Image.new("RGB", (1, 1), (200, 30, 30)).convert("L"))[0, 0]
     assert np.all(face == expected)
@@ -85,11 +92,11 @@ def test_every_common_image_mode_loads(tmp_path, mode):
         image, suffix = base.convert(mode), ".png"
     path = tmp_path / f"face{suffix}"
     image.save(path)
-    face = er.load_face(path)
+    face = images.load_face(path)
     assert face.shape == (48, 48, 1)
     if mode in ("I;16", "RGBA", "P", "LA"):
         # Same picture as the 8-bit original, give or take rounding and the palette.
-        reference = er.preprocess_face(base.convert("L"))
+        reference = images.preprocess_face(base.convert("L"))
         assert np.abs(face - reference).mean() < 12
 
 
@@ -103,7 +110,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display
     path = tmp_path / "phone.jpg"
     image.save(path, exif=exif.tobytes(), quality=95)
-    upright = er.read_image(path)
+    upright = images.read_image(path)
     assert upright.size == (30, 60)
     array = np.asarray(upright, dtype=float)
     assert abs(array[:30].mean() - array[30:].mean()) > 200
@@ -157,12 +164,12 @@ def test_load_face_errors_name_the_file(tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     with pytest.raises(er.UserError, match="notes.jpg: not an image"):
-        er.load_face(text)
+        images.load_face(text)
     with pytest.raises(er.UserError, match="missing.png: no such file"):
-        er.load_face(tmp_path / "missing.png")
+        images.load_face(tmp_path / "missing.png")
     truncated = tmp_path / "cut.jpg"
     buffer = io.BytesIO()
     Image.open(first_sample()).resize((200, 200)).save(buffer, "JPEG")
     truncated.write_bytes(buffer.getvalue()[:300])
     with pytest.raises(er.UserError, match="cut.jpg"):
-        er.load_face(truncated)
+        images.load_face(truncated)

@@ -10,6 +10,7 @@ from PIL import Image
 
 import predict
 from conftest import PROJECT_DIR, SAMPLE_DIR
+from facial_emotion.detection import FaceDetector
 
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (see tests/data/README.md)
 
@@ -40,11 +41,11 @@ def two_face_picture(path):
 
 
 def test_haar_finds_the_face_in_a_real_photo():
-    detector = predict.FaceDetector("haar")
+    detector = FaceDetector("haar")
     image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
-    boxes = detector.detect(image)
-    assert len(boxes) == 1
-    x, y, w, h = boxes[0]
+    detections = detector.detect(image)
+    assert len(detections) == 1
+    x, y, w, h = detections[0].box
     # Eileen Collins's face sits around x 180-270, y 70-160 in this 512x512 picture.
     assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150 and 60 < w < 140
 
@@ -134,8 +135,13 @@ def test_video_frames_json_csv_and_annotated_video(trained_run, tmp_path, capsys
     assert [len(result["faces"]) for result in results] == [1, 1, 0, 1, 1, 0]
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 4
-    assert set(rows[0]) >= {"file", "frame", "time", "x", "y", "w", "h", "emotion", "confidence", "happy", "sad"}
+    assert list(rows[0]) == ["file", "frame", "time", "track", "x", "y", "w", "h", "emotion", "confidence",
+                             "happy", "sad"]
     assert [row["frame"] for row in rows] == ["0", "1", "3", "4"]
+    # One person throughout: a frame without the face does not give her a new track.
+    tracks = [face["track"] for result in results for face in result["faces"]]
+    assert len(tracks) == 4 and len(set(tracks)) == 1
+    assert [row["track"] for row in rows] == [str(tracks[0])] * 4
     annotated = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     annotated.release()
@@ -166,11 +172,16 @@ def test_folders_mix_images_and_videos_and_a_bad_file_does_not_stop_the_batch(tr
 
 
 def test_mtcnn_finds_the_same_face_offline():
-    detector = predict.FaceDetector("mtcnn")
-    boxes = detector.detect(np.asarray(Image.open(ASTRONAUT).convert("RGB")))
-    assert len(boxes) == 1
-    x, y, w, h = boxes[0]
+    detector = FaceDetector("mtcnn")
+    detections = detector.detect(np.asarray(Image.open(ASTRONAUT).convert("RGB")))
+    assert len(detections) == 1
+    x, y, w, h = detections[0].box
     assert 150 < x + w / 2 < 260 and 80 < y + h / 2 < 150
+    # MTCNN's five landmarks, eyes first, in the photo's pixels: the eyes level, inside the box.
+    keypoints = detections[0].keypoints
+    assert keypoints.shape == (5, 2) and detections[0].score >= 0.9
+    (left_x, left_y), (right_x, right_y) = keypoints[:2]
+    assert x < left_x < right_x < x + w and y < min(left_y, right_y) and abs(left_y - right_y) < h / 5
 
 
 def test_a_broken_video_is_one_error_and_the_batch_goes_on(trained_run, tmp_path, capsys):

@@ -2,10 +2,13 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
 import emotion_recognition as er
+from facial_emotion import evaluation, saved_model, shifts
+from facial_emotion.saved_model import apply_temperature, load_model
 
 
 @pytest.mark.parametrize("architecture", er.ARCHITECTURES)
@@ -19,7 +22,6 @@ def test_build_model_maps_48x48_faces_to_class_probabilities(architecture):
 
 
 def test_default_model_is_sequential_with_rescaling_first():
-    keras = er.import_keras()
     model = er.build_model(7)
     assert isinstance(model, keras.Sequential)
     assert isinstance(model.layers[0], keras.layers.Rescaling)
@@ -39,8 +41,8 @@ def test_class_names_round_trip_through_the_saved_model(tmp_path):
     model = er.build_model(3)
     path = tmp_path / "m.h5"
     er.save_model_atomically(model, path)
-    er.write_json_atomically(er.make_metadata(["b", "a", "c"], {}), er.metadata_path(path))
-    loaded, metadata = er.load_model_bundle(path)
+    er.write_json_atomically({"class_names": ["b", "a", "c"]}, er.metadata_path(path))
+    loaded, metadata = load_model(path)
     assert metadata["class_names"] == ["b", "a", "c"]
     faces = np.random.default_rng(1).uniform(0, 255, (4, 48, 48, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(faces)), np.asarray(model(faces)), atol=1e-5)
@@ -52,45 +54,60 @@ def test_model_whose_outputs_differ_from_its_class_names_is_refused(tmp_path):
     er.save_model_atomically(er.build_model(3), path)
     er.write_json_atomically({"class_names": ["a", "b"]}, er.metadata_path(path))
     with pytest.raises(er.UserError, match="has 3 outputs but m.json names 2 classes"):
-        er.load_model_bundle(path)
+        load_model(path)
 
 
 def test_model_without_json_or_with_bad_bytes_is_refused(tmp_path):
     path = tmp_path / "m.h5"
     er.save_model_atomically(er.build_model(2), path)
     with pytest.raises(er.UserError, match="no class-name file m.json"):
-        er.load_model_bundle(path)
+        load_model(path)
     er.metadata_path(path).write_text(json.dumps({"class_names": ["a", "b"]}))
     path.write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(er.UserError, match="not a loadable Keras model"):
-        er.load_model_bundle(path)
+        load_model(path)
     path.write_bytes(b"")
     with pytest.raises(er.UserError, match="empty model file"):
-        er.load_model_bundle(path)
+        load_model(path)
 
 
 def test_temperature_softens_without_changing_the_ranking():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.05, 0.9, 0.05]])
-    softened = er.apply_temperature(probabilities, 2.0)
+    softened = apply_temperature(probabilities, 2.0)
     np.testing.assert_allclose(softened.sum(axis=1), 1.0)
     assert (softened.argmax(axis=1) == probabilities.argmax(axis=1)).all()
     assert (softened.max(axis=1) < probabilities.max(axis=1)).all()
-    np.testing.assert_allclose(er.apply_temperature(probabilities, 1.0), probabilities)
+    np.testing.assert_allclose(apply_temperature(probabilities, 1.0), probabilities)
 
 
 def test_expected_calibration_error():
     labels = np.array([0, 0, 1, 1])
     # Says 100% and is right every time: perfectly calibrated.
-    assert er.expected_calibration_error(labels, np.eye(2)[labels]) == pytest.approx(0.0)
+    assert evaluation.expected_calibration_error(labels, np.eye(2)[labels]) == pytest.approx(0.0)
     # Says 90% and is right half the time: 0.4 off.
     probabilities = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.9, 0.1]])
-    assert er.expected_calibration_error(labels, probabilities) == pytest.approx(0.4)
+    assert evaluation.expected_calibration_error(labels, probabilities) == pytest.approx(0.4)
 
 
-def test_balanced_sample_weights_make_every_class_weigh_the_same():
-    labels = np.array([0] * 90 + [1] * 10)
-    weights = er.balanced_sample_weights(labels, 2)
-    assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
+def test_balanced_sample_weights_travel_with_their_faces_and_make_every_class_weigh_the_same():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    # 9 faces of class 0 and 3 of class 1, each face's pixels its own index: the batches show
+    # which face came with which label and weight.
+    labels = np.array([0] * 9 + [1] * 3)
+    faces = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None, None], (12, 48, 48, 1)).copy()
+    weights = compute_sample_weight("balanced", labels).astype(np.float32)  # what train_in_folder passes
+    batches = er.augmented_batches(faces, labels, weights, batch_size=4, seed=0, augment=False)
+    seen, totals = [], np.zeros(2)
+    for _ in range(3):  # one epoch
+        batch_x, batch_y, batch_w = next(batches)
+        index = batch_x[:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(batch_y, labels[index])
+        np.testing.assert_array_equal(batch_w, weights[index])
+        np.add.at(totals, batch_y, batch_w)
+        seen += index.tolist()
+    assert sorted(seen) == list(range(12)), "every face once an epoch"
+    assert totals[0] == pytest.approx(totals[1]), "each class weighs the same in an epoch's loss"
 
 
 def test_fitted_temperature_repairs_overconfidence():
@@ -100,10 +117,10 @@ def test_fitted_temperature_repairs_overconfidence():
     predicted = np.where(rng.random(3000) < 0.6, labels, (labels + rng.integers(1, 3, 3000)) % 3)
     probabilities = np.full((3000, 3), 0.025)
     probabilities[np.arange(3000), predicted] = 0.95
-    temperature = er.fit_temperature(labels, probabilities)
+    temperature = evaluation.fit_temperature(labels, probabilities)
     assert temperature > 1.5
-    before = er.expected_calibration_error(labels, probabilities)
-    after = er.expected_calibration_error(labels, er.apply_temperature(probabilities, temperature))
+    before = evaluation.expected_calibration_error(labels, probabilities)
+    after = evaluation.expected_calibration_error(labels, apply_temperature(probabilities, temperature))
     assert before > 0.3 and after < 0.03
 
 
@@ -137,28 +154,33 @@ class MirrorShy:
 
 def test_flip_tta_answers_get_a_temperature_of_their_own(tmp_path):
     rng = np.random.default_rng(0)
-    count = 400
+    # One prediction batch: the stand-in answers by position within a batch.
+    count = saved_model.PREDICT_BATCH_SIZE
     faces = np.zeros((count, 48, 48, 1), np.float32)
     faces[:, :, :24] = 200
     labels = rng.integers(0, 2, count)
     answers = np.where(rng.random(count) < 0.6, labels, 1 - labels)
-    metadata = er.describe_on_validation(MirrorShy(answers), {"class_names": ["a", "b"]}, faces, labels, tmp_path)
+    metadata, probabilities = er.describe_on_validation(MirrorShy(answers), {"class_names": ["a", "b"]}, faces, labels)
+    assert not list(tmp_path.iterdir()), "describing writes no file"
     assert metadata["temperature"] > 1.5, "95% sure and 60% right: softened"
     assert metadata["temperature_tta"] < metadata["temperature"]
     assert metadata["validation"]["ece_after_calibration"] < 0.03
     assert metadata["validation"]["flip_tta"]["ece_after_calibration"] < 0.03
-    assert er.model_temperature(metadata, tta=True) == metadata["temperature_tta"]
+    assert saved_model.model_temperature(metadata, tta=True) == metadata["temperature_tta"]
+    # The probabilities returned are the plain answers under the fitted temperature.
+    raw = saved_model.predict_probabilities(MirrorShy(answers), faces)
+    np.testing.assert_allclose(probabilities, apply_temperature(raw, metadata["temperature"]), rtol=1e-3, atol=1e-4)
 
 
 def test_reframing_crops_the_centre_or_pads_with_the_edges():
     face = np.zeros((1, 48, 48, 1), np.float32)
     face[0, 4:44, 4:44] = 255  # a bright square with a 4-pixel dark border
-    cropped = er.reframe(face, 0.8)  # the centre 38 pixels: all bright
+    cropped = shifts.apply_shift(face, "crop_80")  # the centre 38 pixels: all bright
     assert cropped.shape == face.shape and cropped.min() == 255
-    padded = er.reframe(face, 1.2)  # 5 edge pixels repeated on each side: the border widens
+    padded = shifts.apply_shift(face, "pad_120")  # 5 edge pixels repeated on each side: the border widens
     assert padded.shape == face.shape
     assert padded[0, :5].max() == 0 and padded[0, 24, 24] == 255
-    assert padded[0, 6, 24] == 0 < er.reframe(face, 1.0)[0, 6, 24] == 255
+    assert padded[0, 6, 24] == 0 < shifts.shift_face(face[0, :, :, 0], "scale", 1.0)[6, 24] == 255
 
 
 def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
@@ -176,7 +198,6 @@ def test_json_files_are_readable_by_others_like_any_new_file(tmp_path):
     ("default", (16, 32, 32, 96, 96, 192, 192), (0.0, 0.0, 0.05, 0.1, 0.25)),
     ("wide", (32, 32, 64, 64, 128, 128, 256, 256), (0.0, 0.1, 0.15, 0.2, 0.4))])
 def test_architectures_have_the_filters_and_dropout_the_help_names(architecture, filters, rates):
-    keras = er.import_keras()
     model = er.build_model(7, architecture)
     assert tuple(layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)) == filters
     assert tuple(layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)) == rates

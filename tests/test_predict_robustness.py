@@ -19,9 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import emotion_recognition as er
 import predict
 from conftest import PROJECT_DIR, SAMPLE_DIR
+from facial_emotion import pipeline, plots
+from facial_emotion.errors import EXIT_INTERRUPTED
+from facial_emotion.pipeline import Classifier, Face, Pipeline, Result
+from facial_emotion.writers import Annotator
 
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
 CLASSES = ["angry", "happy", "sad"]
@@ -174,36 +177,55 @@ def test_the_image_plot_is_a_real_picture(hostile):
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
-def face(box, emotion, scores=None):
+def face(box, emotion, scores=None, track=None):
     scores = scores or {name: (0.8 if name == emotion else 0.1) for name in CLASSES}
-    return {"box": box, "emotion": emotion, "confidence": scores[emotion], "scores": scores}
+    return Face(box, emotion, scores[emotion], scores, track)
 
 
 def test_emotion_counts_cover_every_class_and_only_image_faces():
     results = [
-        {"file": "a.jpg", "faces": [face([0, 0, 9, 9], "happy"), face([20, 0, 5, 5], "sad")], "error": None},
-        {"file": "b.jpg", "faces": [face([0, 0, 9, 9], "happy")], "error": None},
-        {"file": "bad.jpg", "faces": [], "error": "bad.jpg: broken image"},
-        {"file": "clip.mp4", "frame": 0, "time": 0.0, "faces": [face([0, 0, 9, 9], "angry")], "error": None},
+        Result("a.jpg", [face([0, 0, 9, 9], "happy"), face([20, 0, 5, 5], "sad")]),
+        Result("b.jpg", [face([0, 0, 9, 9], "happy")]),
+        Result("bad.jpg", error="bad.jpg: broken image"),
+        Result("clip.mp4", [face([0, 0, 9, 9], "angry")], video=True, frame=0, time=0.0),
     ]
-    assert predict.emotion_counts(results, CLASSES) == {"angry": 0, "happy": 2, "sad": 1}
+    assert plots.emotion_counts(results, CLASSES) == {"angry": 0, "happy": 2, "sad": 1}
 
 
 def test_emotion_timeline_follows_the_main_face_of_the_first_video():
-    results = [{"file": "a.jpg", "faces": [face([0, 0, 9, 9], "angry")], "error": None}]
+    results = [Result("a.jpg", [face([0, 0, 9, 9], "angry")])]
     for index, emotion in enumerate(["happy", None, "sad", "happy"]):
         faces = [] if emotion is None else [face([0, 0, 50, 50], emotion), face([60, 0, 10, 10], "angry")]
-        results.append({"file": "clip.mp4", "frame": 2 * index, "time": 0.2 * index, "faces": faces, "error": None})
-    results.append({"file": "other.mp4", "frame": 0, "time": 0.0, "faces": [face([0, 0, 9, 9], "angry")],
-                    "error": None})
-    timeline = predict.emotion_timeline(results, CLASSES)
-    assert timeline["file"] == "clip.mp4"
+        results.append(Result("clip.mp4", faces, video=True, frame=2 * index, time=0.2 * index))
+    results.append(Result("other.mp4", [face([0, 0, 9, 9], "angry")], video=True, frame=0, time=0.0))
+    video = plots.first_video(results)
+    assert [(result.file, result.frame) for result in video] == [("clip.mp4", 0), ("clip.mp4", 2), ("clip.mp4", 4),
+                                                                  ("clip.mp4", 6)]
+    # Without tracks the largest face of each frame is the one person followed.
+    [timeline] = plots.person_timelines(video, CLASSES)
     np.testing.assert_allclose(timeline["time"], [0, 0.2, 0.4, 0.6])
     np.testing.assert_allclose(timeline["scores"]["happy"], [0.8, np.nan, 0.1, 0.8])
-    assert timeline["led"] == {"angry": 0, "happy": 0.5, "sad": 0.25} and timeline["no_face"] == 0.25
-    smoothed = predict.smooth(timeline["scores"]["happy"], timeline["time"], seconds=0.6)
+    # "led": the share of the frames with the person that each emotion led; "present": of all frames.
+    assert timeline["led"] == pytest.approx({"angry": 0, "happy": 2 / 3, "sad": 1 / 3})
+    assert timeline["present"] == 0.75
+    smoothed = plots.smooth(timeline["scores"]["happy"], timeline["time"], seconds=0.6)
     np.testing.assert_allclose(smoothed, [0.8, np.nan, 0.45, 0.45])  # 3-frame window; the gap stays
-    assert predict.emotion_timeline(results[:1], CLASSES) is None
+    assert plots.first_video(results[:1]) == [] and plots.person_timelines([], CLASSES) == []
+
+
+def test_each_tracked_person_gets_a_timeline_of_their_own():
+    results = []
+    for index in range(10):
+        faces = [face([0, 0, 50, 50], "happy", track=7)]
+        if index < 5:
+            faces.append(face([60, 0, 40, 40], "sad", track=3))
+        if index == 0:
+            faces.append(face([120, 0, 20, 20], "angry", track=9))  # a passer-by: in 1 frame of 10
+        results.append(Result("clip.mp4", faces, video=True, frame=index, time=index / 10))
+    timelines = plots.person_timelines(plots.first_video(results), CLASSES)
+    assert [(timeline["person"], timeline["present"]) for timeline in timelines] == [(7, 1.0), (3, 0.5)]
+    assert timelines[0]["led"]["happy"] == 1.0 and timelines[1]["led"]["sad"] == 1.0
+    assert np.isnan(timelines[1]["scores"]["sad"][5:]).all()
 
 
 def test_plot_refuses_to_overwrite_and_needs_its_folder_before_any_work(tmp_path):
@@ -261,7 +283,7 @@ def test_sigterm_during_a_folder_keeps_the_rows_done(tmp_path):
     rest, err = process.stdout.read(), process.stderr.read()  # not communicate(): it skips readline's buffer
     process.wait(timeout=120)
     lines = [first.rstrip("\n"), *rest.splitlines()]
-    assert first and process.returncode == er.EXIT_INTERRUPTED, err
+    assert first and process.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     done = len(lines)
     assert 0 < done < 200
@@ -285,7 +307,7 @@ class FixedModel:
 
 
 def use_model(monkeypatch, model):
-    monkeypatch.setattr(er, "load_model_bundle", lambda *args, **kwargs: (model, {"class_names": CLASSES}))
+    monkeypatch.setattr(predict, "load_model", lambda *args, **kwargs: (model, {"class_names": CLASSES}))
 
 
 def test_ctrl_c_during_a_video_keeps_the_frames_done_and_prints_their_json(tmp_path, monkeypatch, capsys):
@@ -294,7 +316,7 @@ def test_ctrl_c_during_a_video_keeps_the_frames_done_and_prints_their_json(tmp_p
     table = tmp_path / "out.csv"
     status = predict.main([str(video), "--csv", str(table), "--json"])
     captured = capsys.readouterr()
-    assert status == er.EXIT_INTERRUPTED
+    assert status == EXIT_INTERRUPTED
     assert captured.err.strip() == f"interrupted after 3 of 8 frames of {video}; results so far are in {table}"
     assert [result["frame"] for result in json.loads(captured.out)] == [0, 1, 2]
     assert [row["frame"] for row in read_rows(table)] == ["0", "1", "2"]
@@ -306,7 +328,7 @@ def test_annotation_holds_a_bounded_number_of_images_whatever_the_batch(tmp_path
         paths.append(tmp_path / f"{index:02d}.png")
         Image.open(sample_faces("happy", 30)[index]).resize((120, 120)).save(paths[-1])
     images, most = [], [0]  # weak references: the count of those alive is what predict.py holds
-    read_image = er.read_image
+    read_image = pipeline.read_image
 
     def counted(path):
         image = read_image(path)
@@ -314,14 +336,14 @@ def test_annotation_holds_a_bounded_number_of_images_whatever_the_batch(tmp_path
         most[0] = max(most[0], sum(reference() is not None for reference in images))
         return image
 
-    monkeypatch.setattr(er, "read_image", counted)
-    monkeypatch.setattr(predict, "ANNOTATE_MAX_PIXELS", 3 * 120 * 120)
+    monkeypatch.setattr(pipeline, "read_image", counted)
+    monkeypatch.setattr(pipeline, "ANNOTATE_MAX_PIXELS", 3 * 120 * 120)
     out = tmp_path / "out"
     out.mkdir()
-    classifier = predict.Classifier(FixedModel(), {"class_names": CLASSES})
-    results = predict.predict_images(paths, classifier, None, out)
+    classifier = Classifier(FixedModel(), {"class_names": CLASSES})
+    results = list(Pipeline(classifier, None).images(paths, Annotator(out)))
     assert 1 <= most[0] <= 4, f"{most[0]} full images held at once"
-    assert [result["annotated"] for result in results] == [str(out / f"{index:02d}_annotated.png") for index in range(30)]
+    assert [result.annotated for result in results] == [str(out / f"{index:02d}_annotated.png") for index in range(30)]
     assert all(path.is_file() for path in out.iterdir()) and len(list(out.iterdir())) == 30
 
 

@@ -7,6 +7,7 @@ import pytest
 
 import emotion_recognition as er
 from conftest import SAMPLE_DIR
+from facial_emotion.saved_model import onnx_path
 
 SHIPPED = er.DEFAULT_MODEL_PATH
 # 350 real FER-2013 validation faces, 50 per class: chance is 1/7 = 14.3%. The shipped model
@@ -24,7 +25,7 @@ MIN_HAPPY_HITS = 35  # of the sample's 50 happy faces
 
 def test_the_shipped_model_and_its_onnx_export_are_there():
     # A missing model fails here rather than silently skipping every claim below.
-    for path in (SHIPPED, er.metadata_path(SHIPPED), er.onnx_path(SHIPPED)):
+    for path in (SHIPPED, er.metadata_path(SHIPPED), onnx_path(SHIPPED)):
         assert path.is_file(), path
 
 
