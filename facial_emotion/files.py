@@ -151,7 +151,7 @@ def replace_atomically(path, write):
     except BaseException as error:
         # Any exception, Ctrl-C and SIGTERM (raised as KeyboardInterrupt) included: a
         # half-written file must not outlive the write that made it.
-        _remove_quietly(partial)
+        remove_quietly(partial)
         if isinstance(error, OSError):
             raise UserError(f"{path}: cannot write ({describe_oserror(error)}); nothing there was changed") from None
         raise
@@ -171,10 +171,10 @@ def create_new_file(path, write, what="file"):
     except OSError as error:
         raise UserError(f"{path}: cannot write {what} ({describe_oserror(error)})") from None
     finally:
-        _remove_quietly(partial)
+        remove_quietly(partial)
 
 
-def _remove_quietly(path):
+def remove_quietly(path):
     try:
         os.unlink(path)
     except OSError:

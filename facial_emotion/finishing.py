@@ -14,7 +14,7 @@ import numpy as np
 
 from facial_emotion.errors import UserError, first_line, quiet_native_stderr
 from facial_emotion.evaluation import accuracy_of
-from facial_emotion.files import file_sha256, temporary_path
+from facial_emotion.files import file_sha256, remove_quietly, temporary_path
 from facial_emotion.images import INPUT_SHAPE
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, OnnxModel, onnx_path, predict_probabilities
 
@@ -116,7 +116,7 @@ def export_onnx(model, model_path, faces, log=print):
             raise UserError(f"it differs from Keras by up to {difference:.2g} on {len(faces)} faces")
         os.replace(partial, path)
     except BaseException as error:  # a missing package, an unsupported layer, a failed check, Ctrl-C
-        partial.unlink(missing_ok=True)
+        remove_quietly(partial)
         if not isinstance(error, Exception):
             raise
         raise UserError(f"{model_path}: no ONNX export ({first_line(error)})") from None

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from facial_emotion.errors import UserError, quiet_native_stderr
-from facial_emotion.files import check_regular_file
+from facial_emotion.files import check_regular_file, remove_quietly, temporary_path
 from facial_emotion.images import check_size
 
 # Containers that do not know their frame rate report 0 or nonsense; 25 is the PAL default.
@@ -71,8 +71,6 @@ class VideoWriter:
     def __init__(self, path, fps, shape):
         import cv2
 
-        from facial_emotion.files import temporary_path
-
         self.path, self.partial = Path(path), temporary_path(path)
         with quiet_native_stderr():
             self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -80,7 +78,7 @@ class VideoWriter:
             opened = self.writer.isOpened()
         if not opened:
             self.writer.release()
-            self.partial.unlink(missing_ok=True)
+            remove_quietly(self.partial)
             raise UserError(f"{self.path}: cannot write annotated video (OpenCV cannot open it for writing)")
 
     def write(self, bgr):
@@ -100,4 +98,4 @@ class VideoWriter:
         except OSError as error:
             raise UserError(f"{self.path}: cannot write annotated video ({error.strerror or error})") from None
         finally:
-            self.partial.unlink(missing_ok=True)
+            remove_quietly(self.partial)

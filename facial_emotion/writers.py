@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facial_emotion.errors import UserError, one_line
-from facial_emotion.files import create_new_file, describe_oserror, temporary_path
+from facial_emotion.files import create_new_file, describe_oserror, remove_quietly, temporary_path
 from facial_emotion.images import to_rgb
 from facial_emotion.video import VideoWriter
 
@@ -153,7 +153,7 @@ class CsvWriter:
             self.handle.flush()
         except OSError as error:
             self.handle.close()
-            self.partial.unlink(missing_ok=True)
+            remove_quietly(self.partial)
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
 
     def close(self):
@@ -168,7 +168,7 @@ class CsvWriter:
         except OSError as error:
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
         finally:
-            self.partial.unlink(missing_ok=True)
+            remove_quietly(self.partial)
 
 
 class Outputs:

@@ -143,7 +143,8 @@ def test_training_into_the_shipped_models_folder_needs_overwrite(tiny_data, caps
     shipped = er.DEFAULT_MODEL_PATH.parent
     before = sorted(path.name for path in shipped.iterdir())
     assert er.main(["--data-dir", str(tiny_data), "--output-dir", str(shipped)]) == er.EXIT_USER_ERROR
-    assert capsys.readouterr().err.strip() == f"error: {shipped}: holds the shipped model; pass --overwrite to replace it"
+    assert capsys.readouterr().err.strip() == \
+        f"error: {shipped}: holds the shipped model; pass --overwrite to replace it"
     assert sorted(path.name for path in shipped.iterdir()) == before, "nothing written there, not even a lock"
 
 

@@ -6,32 +6,45 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
 import emotion_recognition as er
 from conftest import PROJECT_DIR, copy_sample
+from facial_emotion.errors import StopSignals
+from facial_emotion.files import portable_record, replace_atomically
+from facial_emotion.saved_model import load_model
 
 
-class StopAt:
-    """A log function that presses Ctrl-C when training reports the given epoch."""
+def quiet(*args, **kwargs):
+    pass
+
+
+class StopAt(keras.callbacks.Callback):
+    """Presses Ctrl-C as training begins the given epoch (counted from 1)."""
 
     def __init__(self, epoch):
+        super().__init__()
         self.epoch = epoch
 
-    def __call__(self, message, **kwargs):
-        if message.startswith(f"epoch {self.epoch}:"):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
             raise KeyboardInterrupt
+
+
+def config(data, **settings):
+    return er.TrainConfig(data_dir=str(data), **settings)
 
 
 def test_interrupted_run_keeps_a_loadable_model_and_resumes_to_the_end(tmp_path):
     data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
     run = tmp_path / "run"
     with pytest.raises(er.TrainingInterrupted) as stopped:
-        er.train(data, run, epochs=4, batch_size=8, seed=3, log=StopAt(3))
-    # Interrupted during epoch 3: two epochs finished and saved.
+        er.train(config(data, epochs=4, batch_size=8, seed=3), run, log=quiet, callbacks=[StopAt(3)])
+    # Interrupted as epoch 3 began: two epochs finished and saved.
     assert stopped.value.epochs_done == 2
-    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    model, metadata = load_model(run / "emotion_model.h5")
     assert metadata["class_names"] == ["happy", "sad"]
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 2
     state = json.loads((run / "training_state.json").read_text())
@@ -41,7 +54,7 @@ def test_interrupted_run_keeps_a_loadable_model_and_resumes_to_the_end(tmp_path)
     history = er.read_history(run / "history.csv")
     assert history["epoch"] == [0, 1, 2, 3], "same epochs as an uninterrupted 4-epoch run"
     assert json.loads((run / "training_state.json").read_text())["finished"] is True
-    er.load_model_bundle(run / "emotion_model.h5")
+    load_model(run / "emotion_model.h5")
     with pytest.raises(er.UserError, match="already finished"):
         er.resume(run)
 
@@ -50,13 +63,19 @@ def test_a_run_interrupted_while_finishing_resumes_to_its_finishing_steps(tmp_pa
     data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
     run = tmp_path / "run"
 
-    def stop_while_finishing(message, **kwargs):
-        if message.startswith("batch-norm statistics"):
-            raise KeyboardInterrupt
+    stop, seen = StopSignals(), []
+
+    class CtrlCAfterTraining(keras.callbacks.Callback):
+        """Ctrl-C as the last epoch ends: the stop is noticed at finishing's safe point."""
+
+        def on_train_end(self, logs=None):
+            stop.requested = True
 
     with pytest.raises(er.TrainingInterrupted) as stopped:
-        er.train(data, run, epochs=2, batch_size=8, seed=3, log=stop_while_finishing)
+        er.train(config(data, epochs=2, batch_size=8, seed=3), run, callbacks=[CtrlCAfterTraining()], stop=stop,
+                 log=lambda message, **kwargs: seen.append(message))
     assert stopped.value.epochs_done == 2
+    assert any(message.startswith("batch-norm statistics") for message in seen), "finishing had begun"
     assert "validation" not in er.read_metadata(run / "emotion_model.h5"), "not finished yet"
     seen = []
     er.resume(run, log=lambda message, **kwargs: seen.append(message))
@@ -71,7 +90,7 @@ def test_resume_restores_the_optimizer(tmp_path):
     data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
     run = tmp_path / "run"
     with pytest.raises(er.TrainingInterrupted):
-        er.train(data, run, epochs=3, batch_size=8, seed=3, log=StopAt(3))
+        er.train(config(data, epochs=3, batch_size=8, seed=3), run, log=quiet, callbacks=[StopAt(3)])
     saved = er.load_checkpoint(run / er.LAST_CHECKPOINT)
     assert int(saved.optimizer.iterations.numpy()) == 2 * 2, "two epochs of two batches"
     state = json.loads((run / "training_state.json").read_text())
@@ -87,20 +106,20 @@ def test_resume_restores_the_optimizer(tmp_path):
 
 
 def test_resume_restores_the_callbacks_counters_and_the_clock(tmp_path):
-    keras = er.import_keras()
     model = er.build_model(2)
-    settings = dict(lr_schedule="plateau", learning_rate=1e-3, epochs=10, time_limit_minutes=None)
+    settings = er.TrainConfig(lr_schedule="plateau", learning_rate=1e-3, epochs=10, time_limit_minutes=None)
     state = {"epochs_done": 5, "elapsed_seconds": 600.0, "checkpoint_best": 0.75,
              "early_stopping": {"wait": 3, "best": 0.75, "best_epoch": 1},
              "reduce_lr": {"wait": 2, "best": 0.4, "cooldown_counter": 0}}
-    callbacks = er.make_callbacks(model, tmp_path, 64, settings, resume_state=state)
-    model.fit(np.zeros((2, 48, 48, 1), np.float32), np.eye(2, dtype=np.float32), epochs=0, verbose=0,
+    callbacks = er.make_callbacks(settings, tmp_path, 64, resume_state=state, log=quiet)
+    assert all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks)
+    model.fit(np.zeros((2, 48, 48, 1), np.float32), np.array([0, 1]), epochs=0, verbose=0,
               callbacks=callbacks)  # runs every on_train_begin, as a resumed fit does
     stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
     reduce_lr = next(c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau))
     assert (stopping.wait, stopping.best, stopping.best_epoch) == (3, 0.75, 1)
     assert (reduce_lr.wait, reduce_lr.best) == (2, 0.4)
-    report = callbacks[0].on_epoch_end.__self__
+    report = callbacks[0]
     assert 600 <= report.elapsed() < 660, "the time limit and a cosine schedule count the earlier minutes"
 
 
@@ -119,7 +138,8 @@ def test_sigterm_leaves_the_best_model_and_says_how_to_resume(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert f"--resume {run}" in err
-    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    assert err.strip().splitlines()[-1].startswith("interrupted after ")
+    model, metadata = load_model(run / "emotion_model.h5")
     faces = np.zeros((1, 48, 48, 1), dtype="float32")
     assert np.asarray(model(faces)).shape == (1, 2)
     assert not list(run.glob(".*partial*")), "no half-written file left behind"
@@ -134,7 +154,7 @@ def test_same_seed_gives_the_same_first_epoch_loss(tmp_path):
     data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
     losses = []
     for name in ("a", "b"):
-        er.train(data, tmp_path / name, epochs=1, batch_size=8, seed=11, log=lambda *a, **k: None)
+        er.train(config(data, epochs=1, batch_size=8, seed=11), tmp_path / name, log=quiet)
         losses.append(er.read_history(tmp_path / name / "history.csv")["loss"][0])
     assert losses[0] == losses[1]
 
@@ -142,12 +162,12 @@ def test_same_seed_gives_the_same_first_epoch_loss(tmp_path):
 @pytest.mark.parametrize("start_file", ["emotion_model.h5", er.LAST_CHECKPOINT])
 def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, tmp_path, start_file):
     start_path = trained_run["output"] / start_file  # the run's best model, or its last epoch
-    start, start_metadata = er.load_model_bundle(start_path, described_as=trained_run["model"])
+    start, start_metadata = load_model(start_path, described_as=trained_run["model"])
     run = tmp_path / "second"
     # A learning rate too small to move the weights: the new run must begin where the old one ended.
     assert er.main(["--data-dir", str(trained_run["data"]), "--output-dir", str(run), "--epochs", "1",
                     "--batch-size", "8", "--learning-rate", "1e-9", "--init-model", str(start_path)]) == 0
-    model, metadata = er.load_model_bundle(run / "emotion_model.h5")
+    model, metadata = load_model(run / "emotion_model.h5")
     kernels = [layer for layer in start.layers if layer.name.startswith("conv")]
     assert kernels, "the network has convolutions to compare"
     for layer in kernels:
@@ -156,7 +176,7 @@ def test_init_model_starts_from_the_saved_weights_and_records_them(trained_run, 
     origin = metadata["training"]["initialised_from"]
     # Recorded without this machine's folders: the JSON travels with the model.
     assert origin["model"] == str(start_path.relative_to(start_path.parents[1])) == "run/" + start_file
-    assert origin["training"] == er.portable_record(start_metadata["training"])
+    assert origin["training"] == portable_record(start_metadata["training"])
     assert metadata["training"]["architecture"] == start_metadata["training"]["architecture"]
 
 
@@ -177,11 +197,45 @@ def test_init_model_does_not_go_with_resume(tmp_path, capsys):
     assert "--init-model goes with training" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags", [["--epochs", "5"], ["--learning-rate=0.01", "--seed", "3"], ["--no-augment"]])
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as usage:
+        er.main(["--resume", str(tmp_path), *flags])
+    assert usage.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's usage, then the one error line
+    named = ", ".join(flag.split("=")[0] for flag in flags if flag.startswith("--"))
+    assert error.endswith(f": error: --resume continues a run with its own settings; {named} cannot change them "
+                          "(start a new run with --init-model RUN_DIR/last_checkpoint.keras)"), error
+    assert not list(tmp_path.iterdir()), "refused before anything was read or written"
+
+
+def test_a_stop_request_ends_training_at_the_next_batch_boundary(tmp_path):
+    # Ctrl-C and SIGTERM only set a flag; the batch in hand finishes, the next never starts.
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run, stop, batches = tmp_path / "run", StopSignals(), []
+
+    class CtrlCInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            batches.append((self.epoch, batch))
+            if (self.epoch, batch) == (1, 0):
+                stop.requested = True
+
+    with pytest.raises(er.TrainingInterrupted) as stopped:
+        er.train(config(data, epochs=3, batch_size=8, seed=3), run, log=quiet, callbacks=[CtrlCInSecondEpoch()],
+                 stop=stop)
+    assert batches == [(0, 0), (0, 1), (1, 0)], "no batch begins after the one in hand"
+    assert stopped.value.epochs_done == 1 and stopped.value.output_dir == run
+    assert len(er.read_history(run / "history.csv")["loss"]) == 1
+    assert int(er.load_checkpoint(run / er.LAST_CHECKPOINT).optimizer.iterations.numpy()) == 2
+
+
 @pytest.mark.parametrize("schedule, patience", [("plateau", er.EARLY_STOP_PATIENCE), ("cosine", 80)])
 def test_early_stopping_never_cuts_a_cosine_schedule_short(tmp_path, schedule, patience):
-    settings = dict(lr_schedule=schedule, learning_rate=1e-3, epochs=80)
-    callbacks = er.make_callbacks(er.build_model(2), tmp_path, 64, settings)
-    keras = er.import_keras()
+    settings = er.TrainConfig(lr_schedule=schedule, learning_rate=1e-3, epochs=80)
+    callbacks = er.make_callbacks(settings, tmp_path, 64, log=quiet)
     stopping = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
     assert len(stopping) == 1 and stopping[0].restore_best_weights
     # Under cosine the schedule ends the run; early stopping only keeps the best epoch's weights.
@@ -199,6 +253,6 @@ def test_an_interrupted_save_leaves_no_partial_file_and_the_old_file_whole(tmp_p
         raise interruption("stopped mid-write")
 
     with pytest.raises((interruption, er.UserError)):
-        er.replace_atomically(target, write_half_then_fail)
+        replace_atomically(target, write_half_then_fail)
     assert target.read_bytes() == b"the previous checkpoint"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last_checkpoint.keras"]
