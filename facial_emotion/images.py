@@ -22,6 +22,9 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 # Pillow's guard against decompression bombs, made an error instead of a warning: 100 megapixels
 # is more than any phone photo (a 12 MP photo is 12), and a bigger file could take gigabytes.
 MAX_IMAGE_PIXELS = 100_000_000
+# Pillow warns of a decompression bomb above its own limit (89.5 MP), which read_image makes an
+# error; this process's limit is the project's.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Images (and video frames) smaller than this on their shorter side are refused: at 16 px a
 # FER-2013 face still shows eyes, brows and mouth apart; below, blowing it up to the model's 48
 # px invents the expression, and a 1x1 image would still get a confident emotion.
@@ -91,6 +94,7 @@ def _wide_to_8_bit(image):
         scaled = (array - low) / (high - low) * 255.0
     else:
         scaled = np.zeros_like(array)
+    scaled = np.where(finite, scaled, 0.0)
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 

@@ -56,8 +56,8 @@ def smooth(values, times, seconds=SMOOTHING_SECONDS):
     """Centred rolling mean over about `seconds`; frames without a face stay gaps."""
     values = np.asarray(values, dtype=float)
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    window = max(1, round(seconds / step)) if step > 0 else 1
-    window += 1 - window % 2  # odd, so that it is centred on its frame
+    window = max(1, min(round(seconds / step) if step > 0 else 1, len(values)))  # at most the clip
+    window -= 1 - window % 2  # odd, so that it is centred on its frame
     present = ~np.isnan(values)
     kernel = np.ones(window)
     sums = np.convolve(np.where(present, values, 0.0), kernel, mode="same")
