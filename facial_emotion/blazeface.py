@@ -48,13 +48,13 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "le
 # measurement in the benchmark's report).
 MIN_SCORE = 0.6
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold: boxes this close are one face
+MAX_SHARE_INSIDE = 0.6  # a box with this share of its area inside a better box is part of that face
 
 # The pyramid. Recall per face size in network pixels (benchmark scenes, one pass each at
 # several scales): under 20 px almost nothing, 24-32 px about 70%, 32-140 px 90% or more, then
 # worse above 160 px except in the 128-px pass, where a face cannot be larger than the input.
 SMALLEST_FACE_IN_INPUT = 28  # px: the finest pass scales the smallest wanted face to this
 LARGEST_FACE_IN_INPUT = 160  # px: bigger boxes from a finer pass are dropped (coarser passes see them)
-COARSE_PASS_LOW = 0.8  # share of SMALLEST_FACE_IN_INPUT under which a coarser pass leaves a box to a finer one
 MAX_SCALE_STEP = 4.0  # between passes: 28-160 px covers a 5.7x range, so 4x leaves an overlap
 MAX_UPSCALE = 1.25  # the finest pass may enlarge a picture this much to reach 24-px faces
 # The smallest face looked for, as predict.py's Haar detector: 24 px, or 1/20 of the shorter side.
@@ -131,7 +131,7 @@ def pyramid_scales(height, width, min_face):
     SMALLEST_FACE_IN_INPUT px, the coarsest fits the picture in TRAINED_SIDE, and the steps
     between are equal and at most MAX_SCALE_STEP."""
     coarsest = TRAINED_SIDE / max(height, width)
-    finest = min(SMALLEST_FACE_IN_INPUT / min_face, max(MAX_UPSCALE, coarsest))
+    finest = min(SMALLEST_FACE_IN_INPUT * BOX_SCALE / min_face, max(MAX_UPSCALE, coarsest))
     if finest <= coarsest:
         return [coarsest]
     steps = math.ceil(math.log(finest / coarsest) / math.log(MAX_SCALE_STEP))
@@ -166,25 +166,38 @@ def decode(regressions, logits, anchors, min_score):
     return boxes, scores, keypoints
 
 
-def iou_matrix(first, second):
-    """Intersection over union of every box [x, y, w, h] of `first` with every one of `second`."""
+def overlap_matrices(first, second):
+    """Intersection over union, and intersection over the area of the `second` box, of every
+    box [x, y, w, h] of `first` with every one of `second`."""
     top_left = np.maximum(first[:, None, :2], second[None, :, :2])
     bottom_right = np.minimum(first[:, None, :2] + first[:, None, 2:], second[None, :, :2] + second[None, :, 2:])
     intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    areas = first[:, 2] * first[:, 3], second[:, 2] * second[:, 3]
-    return intersection / np.maximum(areas[0][:, None] + areas[1][None, :] - intersection, 1e-9)
+    first_areas, second_areas = first[:, 2] * first[:, 3], second[:, 2] * second[:, 3]
+    union = first_areas[:, None] + second_areas[None, :] - intersection
+    return intersection / np.maximum(union, 1e-9), intersection / np.maximum(second_areas[None, :], 1e-9)
+
+
+def iou_matrix(first, second):
+    """Intersection over union of every box [x, y, w, h] of `first` with every one of `second`."""
+    return overlap_matrices(first, second)[0]
 
 
 def merge(boxes, scores, keypoints):
     """Weighted non-maximum suppression, as MediaPipe's: OpenCV picks the best box of each
     group, then every box overlapping it by NMS_IOU or more is blended in, weighted by score,
-    which steadies boxes and keypoints from frame to frame."""
+    which steadies boxes and keypoints from frame to frame. Last, a box lying mostly inside a
+    better-scoring one is dropped: a face does not hold a face, but an eye and a cheek can look
+    like one to a finer pass."""
     if len(boxes) == 0:
         return boxes, scores, keypoints
     best = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.0, NMS_IOU), int).reshape(-1)
     weights = (iou_matrix(boxes[best], boxes) >= NMS_IOU) * scores[None, :]
     weights /= weights.sum(axis=1, keepdims=True)
-    return weights @ boxes, scores[best], np.einsum("kn,nij->kij", weights, keypoints)
+    boxes, scores, keypoints = weights @ boxes, scores[best], np.einsum("kn,nij->kij", weights, keypoints)
+    inside = overlap_matrices(boxes, boxes)[1] >= MAX_SHARE_INSIDE  # [i, j]: j mostly inside i
+    better = scores[:, None] > scores[None, :]
+    keep = ~np.any(inside & better, axis=0)
+    return boxes[keep], scores[keep], keypoints[keep]
 
 
 def to_haar_framing(boxes):
@@ -224,8 +237,7 @@ class BlazeFaceDetector:
         height, width = rgb.shape[:2]
         min_face = self.min_face or max(MIN_FACE_SIDE, MIN_FACE_FRACTION * min(height, width))
         scales = pyramid_scales(height, width, min_face)
-        found = [self.run_pass(rgb, scale, finest=scale == scales[0], coarsest=scale == scales[-1])
-                 for scale in scales]
+        found = [self.run_pass(rgb, scale, coarsest=scale == scales[-1]) for scale in scales]
         boxes, scores, keypoints = merge(*(np.concatenate(part) for part in zip(*found)))
         boxes = to_haar_framing(boxes)
         detections = [Detection(clip_box(box, width, height), float(score), points.astype(np.float32))
@@ -233,18 +245,18 @@ class BlazeFaceDetector:
         detections = [face for face in detections if face.box[2] > 0 and face.box[3] > 0]
         return sorted(detections, key=lambda face: (-face.box[2] * face.box[3], face.box[0], face.box[1]))
 
-    def run_pass(self, rgb, scale, finest, coarsest):
-        """Candidates of one pass, in picture pixels. Each pass keeps the face sizes it sees
-        best: boxes over LARGEST_FACE_IN_INPUT are left to a coarser pass, and boxes under
-        SMALLEST_FACE_IN_INPUT to a finer one, where both are framed better and rarer false."""
+    def run_pass(self, rgb, scale, coarsest):
+        """Candidates of one pass, in picture pixels. Boxes over LARGEST_FACE_IN_INPUT are left
+        to a coarser pass (unless this is the coarsest), which frames them better and more
+        surely."""
         network_input = to_network_input(rgb, scale)
         regressions, logits = self.session.run(None, {self.input_name: network_input})
         anchors = anchor_centres(*network_input.shape[1:3])
         boxes, scores, keypoints = decode(regressions[0], logits[0, :, 0], anchors, self.min_score)
-        low = 0 if finest else SMALLEST_FACE_IN_INPUT * COARSE_PASS_LOW
-        high = math.inf if coarsest else LARGEST_FACE_IN_INPUT
-        keep = (boxes[:, 2] >= low) & (boxes[:, 2] <= high)
-        return boxes[keep] / scale, scores[keep], keypoints[keep] / scale
+        if not coarsest:
+            keep = boxes[:, 2] <= LARGEST_FACE_IN_INPUT
+            boxes, scores, keypoints = boxes[keep], scores[keep], keypoints[keep]
+        return boxes / scale, scores, keypoints / scale
 
 
 def eye_angle(detection):
