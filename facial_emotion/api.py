@@ -51,7 +51,7 @@ def detect_emotion(image_path, model_path=DEFAULT_MODEL_PATH, runtime="auto"):
     return face.emotion, round(face.confidence * 100, 1)
 
 
-def find_emotions(image_path, model_path=DEFAULT_MODEL_PATH, detector="haar", runtime="auto", tta=False):
+def find_emotions(image_path, model_path=DEFAULT_MODEL_PATH, detector="blazeface", runtime="auto", tta=False):
     """Every face in a photo, largest first: a list of Face records (box [x, y, w, h] in the
     photo's pixels, emotion, confidence 0..1, scores of every class). A photo with no face gives
     an empty list; a file that cannot be read raises facial_emotion.errors.UserError."""

@@ -12,24 +12,29 @@ The model file is made by `python -m facial_emotion.convert_blazeface` (see mode
 How it finds small faces. BlazeFace was trained on 128x128 pictures in which a face fills a good
 part of the frame, so on a whole photo shrunk to 128 px a small face is a few pixels wide and is
 lost. But the network is fully convolutional: the converted model accepts any input size (a
-multiple of 16), and each output cell still looks at a face of 28-160 px around it. So the
-detector runs the network on the whole picture at two or three scales - the finest makes the
-smallest wanted face 28 px wide, the coarsest is the picture in 128 px as the model was trained -
-and merges the boxes with weighted non-maximum suppression (as MediaPipe does). Measured on
-synthetic 640x480 scenes (tests/benchmarks/face_scenes.py): recall per face size close to or
-above OpenCV's Haar cascade, at a fraction of its time.
+multiple of 16), and each output cell still finds a face 30-130 px wide around it. So the
+detector runs the network on the whole picture at two to four scales (no tiles, no seams): the
+finest brings the smallest wanted face to about 28 px, the coarsest is the picture in 128 px as
+the model was trained; the boxes are merged with weighted non-maximum suppression, as MediaPipe
+does. The cost follows the pixels fed in, and the finest pass is most of it.
+
+Measured (tests/benchmarks/face_scenes.py, 120 synthetic 640x480 scenes per variant with pasted
+FER-2013 faces 30-300 px, scenes not used for tuning): faces found 79% (Haar 58%), 30-45 px
+faces 67% (37%), tilted 15-30 degrees 76% (21%), half covered 12% (11%); false boxes 0.03 a
+scene without faces (0.17); CPU time per frame 42 ms (94), or 17 ms with min_face=40 for video.
 
 Boxes are returned in Haar's framing (side about 0.95 of a FER-2013 face's side, centred), so
-code written for predict.py's Haar boxes and its crop margin works unchanged.
+code written for Haar's boxes and its crop margin (FER_MARGIN) works unchanged.
 """
 
-import dataclasses
 import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime
+
+from facial_emotion.detection import Detection
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "face_detection_short_range.onnx"
 
@@ -43,49 +48,46 @@ INPUT_MULTIPLE = 16  # the largest stride: an input side must be a multiple of i
 # MediaPipe's keypoint order; "right" is the person's right, on the image's left when unmirrored.
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 
-# Scores. MediaPipe keeps 0.5; on the benchmark's scenes that gave 1.8 false boxes per 640x480
-# scene at the finest scale, and 0.6 gave 0.25 while keeping most of the recall (see MIN_SCORE's
-# measurement in the benchmark's report).
-MIN_SCORE = 0.6
+# Scores. MediaPipe keeps 0.5: 1.8 false boxes per cluttered 640x480 scene in one 1x pass. On
+# the benchmark's tuning scenes (382 pasted FER-2013 faces) 0.6 kept 92% of the faces with 0.45
+# false boxes per scene without faces, 0.65 88% with 0.17, 0.7 83% with 0.05 (Haar: 55%, 0.07).
+# Real faces score higher than pasted FER crops (0.92-0.96 in the two test photos, 0.74-0.80
+# half covered) and the false boxes in them 0.5-0.66, so 0.7: Haar's false alarm rate.
+MIN_SCORE = 0.7
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold: boxes this close are one face
-MAX_SHARE_INSIDE = 0.6  # a box with this share of its area inside a better box is part of that face
+MAX_SHARE_INSIDE = 0.6  # a box with this share of its area inside a better one is part of that face
 
-# The pyramid. Recall per face size in network pixels (benchmark scenes, one pass each at
-# several scales): under 20 px almost nothing, 24-32 px about 70%, 32-140 px 90% or more, then
-# worse above 160 px except in the 128-px pass, where a face cannot be larger than the input.
-SMALLEST_FACE_IN_INPUT = 28  # px: the finest pass scales the smallest wanted face to this
-LARGEST_FACE_IN_INPUT = 160  # px: bigger boxes from a finer pass are dropped (coarser passes see them)
-MAX_SCALE_STEP = 4.0  # between passes: 28-160 px covers a 5.7x range, so 4x leaves an overlap
-MAX_UPSCALE = 1.25  # the finest pass may enlarge a picture this much to reach 24-px faces
+# The pyramid, from recall per BlazeFace box side in input px, one pass at a time at 0.2-1.25x
+# (tuning scenes, MIN_SCORE 0.7): under 24 px 15-18%, 24-32 px about 60%, 40-96 px 70-90%,
+# above 128 px falling fast except in the coarsest pass, where the face fills the frame.
+SMALLEST_FACE_IN_INPUT = 28  # px of BlazeFace box: the finest pass brings the smallest wanted face here
+LARGEST_FACE_IN_INPUT = 160  # px: bigger boxes from a finer pass are dropped (a coarser pass frames them)
+MAX_SCALE_STEP = 2.5  # recall is >= 70% over a 2.4x band (40-96 px), so each face gets one good pass
+MAX_UPSCALE = 1.25  # 640x480 at 1.25x finds 68% of 30-45 px faces against 59% at 1x, for 1.4x the work
+# The finest pass's pixels at most: 640x480 at 1.25x. Bounds the time for any picture (a 12 MP
+# photo's finest pass is then 800x600, its smallest face about 160 px, near Haar's 1/20 rule).
+MAX_FINEST_PIXELS = 800 * 600
 # The smallest face looked for, as predict.py's Haar detector: 24 px, or 1/20 of the shorter side.
 MIN_FACE_SIDE = 24
 MIN_FACE_FRACTION = 1 / 20
-# For video: faces under 40 px are rare in a 640x480 webcam frame, and skipping them makes the
-# finest pass 0.7x instead of 1.17x, about a third of the work.
-VIDEO_MIN_FACE_SIDE = 40
+# For video (pass it as min_face): faces under 48 px are rare in a webcam frame, and leaving them
+# out makes the finest pass on 640x480 0.67x instead of 1.25x, about a third of the work. On the
+# benchmark's scenes 48 px found 62% of all faces (Haar 58%) at 12 ms a frame; 40 px, 69% at 19 ms
+# (tests/benchmarks/face_scenes.py), too slow to analyse every frame at twice Haar's speed.
+VIDEO_MIN_FACE_SIDE = 48
 
-# Framing. BlazeFace's own box is tighter and lower than Haar's: on the benchmark's scenes its
-# side is a median 0.84 of the FER-2013 face's side and its centre 0.07 of that side lower.
-# These two constants turn it into Haar's framing (0.95, centred; tests/benchmarks/haar_framing.py).
-BOX_SCALE = 0.953 / 0.84  # Haar's box side / BlazeFace's, both over the FER-2013 side
-BOX_SHIFT_UP = 0.07 / 0.84  # of BlazeFace's box side: how far its centre sits below Haar's
+# Framing. BlazeFace's own box is tighter and lower than Haar's: on the benchmark's scenes (611
+# faces, 30-300 px, alike at every size) its side is a median 0.835 of the FER-2013 face's side
+# (quartiles 0.76-0.92; Haar's 0.87-1.03) and its centre 0.079 of that side lower. These two
+# turn it into Haar's framing: side 0.953 of FER's, centred (tests/benchmarks/haar_framing.py).
+BOX_SCALE = 0.953 / 0.835  # Haar's box side / BlazeFace's, both over the FER-2013 side
+BOX_SHIFT_UP = 0.079 / 0.835  # of BlazeFace's box side: how far its centre sits below FER's
 # The crop margin on each side that turns a box in Haar's framing into FER-2013's: (1/0.953 - 1)/2.
 FER_MARGIN = 0.025
 
-# ONNX Runtime threads: one. On the 2-core machine this was measured on (with a training job
-# beside it) one thread ran a 640x480 pass in 18.6 ms and two in 38 ms; the classifier shares
-# the process too.
+# ONNX Runtime threads: one. On the 2-core machine this was measured on (a training job beside
+# it) one thread ran a 640x480 pass in 18.6 ms and two in 38 ms; the classifier needs a core too.
 THREADS = 1
-
-
-@dataclasses.dataclass
-class Detection:
-    """One face: box [x, y, w, h] in the picture's pixels (Haar's framing, clipped to the
-    picture), score in 0..1, keypoints [6, 2] (x, y) in the picture's pixels (KEYPOINT_NAMES)."""
-
-    box: list
-    score: float
-    keypoints: np.ndarray
 
 
 def load_session(model_path, threads=THREADS):
@@ -93,7 +95,8 @@ def load_session(model_path, threads=THREADS):
     file raises ValueError with one line, so a caller can report it without a traceback."""
     path = Path(model_path)
     if not path.is_file():
-        raise ValueError(f"{path}: face detector model missing (make it with python -m facial_emotion.convert_blazeface)")
+        raise ValueError(f"{path}: face detector model missing "
+                         "(make it with python -m facial_emotion.convert_blazeface)")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -107,7 +110,8 @@ def load_session(model_path, threads=THREADS):
     shapes_ok = (len(inputs) == 1 and len(outputs) == 2 and len(inputs[0].shape) == 4
                  and inputs[0].shape[3] == 3 and outputs[0].shape[-1] == 16 and outputs[1].shape[-1] == 1)
     if not shapes_ok:
-        raise ValueError(f"{path}: not a BlazeFace model (expected input [n, h, w, 3], outputs [n, k, 16] and [n, k, 1])")
+        raise ValueError(f"{path}: not a BlazeFace model "
+                         "(expected input [n, h, w, 3], outputs [n, k, 16] and [n, k, 1])")
     if any(isinstance(side, int) for side in inputs[0].shape[1:3]):
         raise ValueError(f"{path}: the model has a fixed input size; convert it again with "
                          "python -m facial_emotion.convert_blazeface")
@@ -128,28 +132,27 @@ def anchor_centres(height, width):
 
 def pyramid_scales(height, width, min_face):
     """Scales (input px per picture px), finest first: the finest brings a `min_face`-px face to
-    SMALLEST_FACE_IN_INPUT px, the coarsest fits the picture in TRAINED_SIDE, and the steps
-    between are equal and at most MAX_SCALE_STEP."""
+    SMALLEST_FACE_IN_INPUT px (within MAX_UPSCALE and MAX_FINEST_PIXELS), the coarsest fits the
+    picture in TRAINED_SIDE, and the steps between are equal and at most MAX_SCALE_STEP."""
     coarsest = TRAINED_SIDE / max(height, width)
-    finest = min(SMALLEST_FACE_IN_INPUT * BOX_SCALE / min_face, max(MAX_UPSCALE, coarsest))
+    finest = min(SMALLEST_FACE_IN_INPUT * BOX_SCALE / min_face, MAX_UPSCALE,
+                 math.sqrt(MAX_FINEST_PIXELS / (height * width)))
     if finest <= coarsest:
         return [coarsest]
     steps = math.ceil(math.log(finest / coarsest) / math.log(MAX_SCALE_STEP))
     return [finest * (coarsest / finest) ** (index / steps) for index in range(steps + 1)]
 
 
-def to_network_input(rgb, scale):
-    """The picture resized by `scale`, in [-1, 1] as BlazeFace expects, padded on the right and
-    bottom to a multiple of INPUT_MULTIPLE with 0 (mid-grey: no edge for the network to see)."""
-    height, width = rgb.shape[:2]
-    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR  # INTER_AREA: no aliasing
-    resized = cv2.resize(rgb, (new_width, new_height), interpolation=interpolation)
-    padded_height = -(-new_height // INPUT_MULTIPLE) * INPUT_MULTIPLE
-    padded_width = -(-new_width // INPUT_MULTIPLE) * INPUT_MULTIPLE
+def to_network_input(picture, width, height):
+    """The picture resized to width x height, in [-1, 1] as BlazeFace expects, padded on the
+    right and bottom to a multiple of INPUT_MULTIPLE with 0 (mid-grey: no edge to see)."""
+    shrinking = width < picture.shape[1]
+    resized = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    padded_height = -(-height // INPUT_MULTIPLE) * INPUT_MULTIPLE
+    padded_width = -(-width // INPUT_MULTIPLE) * INPUT_MULTIPLE
     network_input = np.zeros((1, padded_height, padded_width, 3), np.float32)
-    network_input[0, :new_height, :new_width] = resized * np.float32(1 / 127.5) - 1
-    return network_input
+    network_input[0, :height, :width] = resized * np.float32(1 / 127.5) - 1
+    return resized, network_input
 
 
 def decode(regressions, logits, anchors, min_score):
@@ -220,7 +223,8 @@ class BlazeFaceDetector:
 
     `min_face` is the smallest face side (picture px) looked for; None means Haar's rule
     (MIN_FACE_SIDE, or MIN_FACE_FRACTION of the shorter side). A larger value makes the finest
-    pass smaller, so faster: 40 px on a 640x480 frame costs about a third of 24 px.
+    pass smaller, so faster: VIDEO_MIN_FACE_SIDE (48 px) on a 640x480 frame costs less than
+    half of 24 px. `threads`: ONNX Runtime's intra-op threads; `min_score`: see MIN_SCORE.
     """
 
     def __init__(self, model_path=MODEL_PATH, min_face=None, threads=THREADS, min_score=MIN_SCORE):
@@ -237,7 +241,11 @@ class BlazeFaceDetector:
         height, width = rgb.shape[:2]
         min_face = self.min_face or max(MIN_FACE_SIDE, MIN_FACE_FRACTION * min(height, width))
         scales = pyramid_scales(height, width, min_face)
-        found = [self.run_pass(rgb, scale, coarsest=scale == scales[-1]) for scale in scales]
+        found, source = [], rgb
+        for scale in scales:  # finest first: each pass shrinks the last one's picture, not the original
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            source, network_input = to_network_input(source, *size)
+            found.append(self.run_pass(network_input, scale, coarsest=scale == scales[-1]))
         boxes, scores, keypoints = merge(*(np.concatenate(part) for part in zip(*found)))
         boxes = to_haar_framing(boxes)
         detections = [Detection(clip_box(box, width, height), float(score), points.astype(np.float32))
@@ -245,11 +253,10 @@ class BlazeFaceDetector:
         detections = [face for face in detections if face.box[2] > 0 and face.box[3] > 0]
         return sorted(detections, key=lambda face: (-face.box[2] * face.box[3], face.box[0], face.box[1]))
 
-    def run_pass(self, rgb, scale, coarsest):
+    def run_pass(self, network_input, scale, coarsest):
         """Candidates of one pass, in picture pixels. Boxes over LARGEST_FACE_IN_INPUT are left
         to a coarser pass (unless this is the coarsest), which frames them better and more
         surely."""
-        network_input = to_network_input(rgb, scale)
         regressions, logits = self.session.run(None, {self.input_name: network_input})
         anchors = anchor_centres(*network_input.shape[1:3])
         boxes, scores, keypoints = decode(regressions[0], logits[0, :, 0], anchors, self.min_score)
@@ -260,10 +267,15 @@ class BlazeFaceDetector:
 
 
 def eye_angle(detection):
-    """The eye line's angle in degrees, from the person's right eye (image left) to the left
-    one; positive when the line runs down to the right, i.e. the head tilts clockwise."""
-    (right_x, right_y), (left_x, left_y) = detection.keypoints[0], detection.keypoints[1]
-    return math.degrees(math.atan2(left_y - right_y, left_x - right_x))
+    """The eye line's angle in degrees, -90..90, from the eye on the image's left to the other;
+    positive when the line runs down to the right, i.e. the head tilts clockwise. Taken modulo
+    180 so that a mirrored picture (a selfie camera), where the person's right eye is on the
+    image's right, is not turned upside down. 0 for a detection without keypoints (Haar's)."""
+    if detection.keypoints is None:
+        return 0.0
+    (first_x, first_y), (second_x, second_y) = detection.keypoints[0], detection.keypoints[1]
+    angle = math.degrees(math.atan2(second_y - first_y, second_x - first_x))
+    return (angle + 90) % 180 - 90
 
 
 def align_crop(image, detection, margin=FER_MARGIN, size=None):

@@ -1,8 +1,10 @@
 """Finding faces in a picture and cutting them out as the model's input.
 
-Detectors: OpenCV's Haar cascade (ships inside the opencv-python-headless 4.x wheel) and MTCNN
+Detectors: BlazeFace (blazeface.py; its ONNX file ships in models/, runs on ONNX Runtime), the
+default; OpenCV's Haar cascade (ships inside the opencv-python-headless 4.x wheel); and MTCNN
 (weights inside the mtcnn wheel, runs on TensorFlow). Nothing is downloaded. Boxes are
-[x, y, w, h] in the picture's pixels, largest first.
+[x, y, w, h] in the picture's pixels, largest first, all in Haar's framing, so that one crop
+margin gives FER-2013's framing whichever detector found the face.
 """
 
 import os
@@ -14,7 +16,7 @@ from PIL import Image
 from facial_emotion.errors import UserError, quiet_native_stderr
 from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
 
-DETECTORS = ("haar", "mtcnn")
+DETECTORS = ("blazeface", "haar", "mtcnn")
 # Images no larger than this on both sides are taken to be face crops already (FER-2013 is 48
 # px; people's crops of it or similar data sets go up to about 96 px) and are classified whole.
 MAX_CROP_SIDE = 96
@@ -47,9 +49,18 @@ class Detection:
 class FaceDetector:
     """One of DETECTORS, loaded once; `detect(rgb)` finds the faces of an RGB uint8 array."""
 
-    def __init__(self, kind="haar"):
+    def __init__(self, kind="blazeface"):
         self.kind = kind
-        if kind == "haar":
+        if kind == "blazeface":
+            from facial_emotion import blazeface
+
+            try:
+                self.photos = blazeface.BlazeFaceDetector()
+                # Video frames skip faces under 48 px: a third of the work (blazeface.VIDEO_MIN_FACE_SIDE).
+                self.frames = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE)
+            except ValueError as error:
+                raise UserError(str(error)) from None
+        elif kind == "haar":
             import cv2
 
             path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
@@ -67,8 +78,11 @@ class FaceDetector:
         else:
             raise UserError(f"unknown detector {kind!r} (choose from {', '.join(DETECTORS)})")
 
-    def detect(self, rgb):
-        """Detections in an RGB uint8 array [h, w, 3], in its pixels, largest first."""
+    def detect(self, rgb, video=False):
+        """Detections in an RGB uint8 array [h, w, 3], in its pixels, largest first; `video`: a
+        frame of a video, where BlazeFace looks for faces of 48 px and more only."""
+        if self.kind == "blazeface":  # it brings the picture to its own scales
+            return (self.frames if video else self.photos).detect(rgb)
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECTION_MAX_SIDE / max(height, width))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -117,7 +131,18 @@ def crop_face(gray, box, margin=FACE_MARGIN):
     return preprocess_face(gray.crop(region))
 
 
-def find_faces(image, detector):
+def face_input(gray, detection, margin=FACE_MARGIN):
+    """The model input of a detected face: with eye keypoints, the face turned upright by its eye
+    line (BlazeFace, MTCNN; +3.8 points on faces tilted 15-30 degrees, +0.4 on upright ones:
+    tests/benchmarks/alignment.py), else the box's crop."""
+    if detection.keypoints is None:
+        return crop_face(gray, detection.box, margin)
+    from facial_emotion.blazeface import align_crop
+
+    return preprocess_face(Image.fromarray(align_crop(np.asarray(gray), detection, margin)))
+
+
+def find_faces(image, detector, video=False):
     """The faces of one upright PIL image (any mode): [(Detection, model input)], largest first.
 
     A small image is a face crop already; with no detector (--no-detect) every image is taken
@@ -126,5 +151,5 @@ def find_faces(image, detector):
     gray = to_grayscale(image)
     if detector is None or max(image.size) <= MAX_CROP_SIDE:
         return [(Detection([0, 0, image.width, image.height]), preprocess_face(gray))]
-    detections = detector.detect(np.asarray(to_rgb(image)))
-    return [(detection, crop_face(gray, detection.box)) for detection in detections]
+    detections = detector.detect(np.asarray(to_rgb(image)), video)
+    return [(detection, face_input(gray, detection)) for detection in detections]

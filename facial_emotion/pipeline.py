@@ -110,9 +110,9 @@ class Pipeline:
     def class_names(self):
         return self.classifier.class_names
 
-    def find(self, image):
-        """Detect and crop: [(Detection, model input)] of one upright PIL image."""
-        return find_faces(image, self.detector)
+    def find(self, image, video=False):
+        """Detect and crop: [(Detection, model input)] of one upright PIL image or video frame."""
+        return find_faces(image, self.detector, video)
 
     def classify(self, pending):
         """Fill in the faces of many results with one model call: pending is
@@ -175,7 +175,7 @@ class Pipeline:
             if index % every:
                 continue
             result = Result("", video=True, frame=index)
-            found = self.find(Image.fromarray(rgb))
+            found = self.find(Image.fromarray(rgb), video=True)
             self.classify([(result, found)])
             if tracker is not None:
                 tracks = tracker.update([face.box for face in result.faces],

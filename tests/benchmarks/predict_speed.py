@@ -1,14 +1,13 @@
-"""predict.py's speed on each runtime, side by side in one run.
+"""predict.py's speed with each face detector, side by side in one run.
 
     python tests/benchmarks/predict_speed.py [--model models/emotion_model.h5] [--rounds 5]
 
-1. One photo end to end, as a user runs it: `python predict.py tests/data/astronaut.jpg` with
-   the ONNX export (the default) and with `--runtime keras`, next to a bare
-   `python -c "import tensorflow"`; the three commands alternate, every round. Medians and ratios.
-2. Crops per second inside one process, the model loaded: batches of 256 faces through
-   ONNX Runtime and through Keras, alternating; medians and their ratio.
-3. Frames per second on a 640x480 video (made here: a photo's face moving across the frame),
-   every frame analysed with the Haar detector, ONNX Runtime and Keras alternating.
+1. One photo end to end, as a user runs it: `python predict.py tests/data/astronaut.jpg` with the
+   default detector (BlazeFace) and with `--detector haar`, next to `--runtime keras` and a bare
+   `python -c "import tensorflow"`; the commands alternate, every round. Medians and ratios.
+2. A 640x480 video with two faces moving across it (made here from two real photos), every frame
+   analysed, end to end: `python predict.py clip.mp4` with each detector, alternating.
+3. The same video inside one process, the model and detectors loaded: frames per second.
 """
 
 import argparse
@@ -23,12 +22,14 @@ import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_DIR))
-import emotion_recognition as er  # noqa: E402
-import predict  # noqa: E402
+from facial_emotion.detection import FaceDetector  # noqa: E402
+from facial_emotion.images import read_image, to_rgb  # noqa: E402
+from facial_emotion.pipeline import Classifier, Pipeline  # noqa: E402
+from facial_emotion.saved_model import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 
 PHOTO = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
-BATCH = 256
-VIDEO_FRAMES = 60
+SECOND_FACE = PROJECT_DIR / "dataset" / "validation" / "happy" / "PublicTest_10130075.jpg"
+VIDEO_FRAMES = 250
 
 
 def timed(command):
@@ -39,76 +40,67 @@ def timed(command):
 
 def report(title, values, unit, fmt="{:.2f}"):
     median = statistics.median(values)
-    print(f"{title:34s} median {fmt.format(median)} {unit}  rounds {', '.join(fmt.format(v) for v in values)}")
+    print(f"  {title:40s} median {fmt.format(median)} {unit}  rounds {', '.join(fmt.format(v) for v in values)}")
     return median
 
 
 def make_video(path):
-    """A 640x480 clip of the test photo's face sliding across a grey frame."""
+    """A 640x480 clip, 10 s at 25 frames/s: the test photo's face (150 px) and a FER-2013 face
+    (110 px) crossing a grey frame in opposite directions."""
     import cv2
 
-    face = np.asarray(er.to_rgb(er.read_image(PHOTO)).resize((240, 240)))[:, :, ::-1]
+    first = np.asarray(to_rgb(read_image(PHOTO)).crop((140, 30, 310, 200)).resize((150, 150)))[:, :, ::-1]
+    second = np.asarray(to_rgb(read_image(SECOND_FACE)).resize((110, 110)))[:, :, ::-1]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
     for index in range(VIDEO_FRAMES):
         frame = np.full((480, 640, 3), 120, np.uint8)
-        x = 20 + index * 6
-        frame[120:360, x:x + 240] = face
+        x = 10 + (index * 6) % 480  # back and forth across the frame
+        frame[60:210, x:x + 150] = first
+        frame[300:410, 520 - (index * 6) % 510:630 - (index * 6) % 510] = second
         writer.write(frame)
     writer.release()
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=er.DEFAULT_MODEL_PATH)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-
-    commands = {"import tensorflow": [sys.executable, "-c", "import tensorflow"],
-                "predict.py photo (ONNX Runtime)": [sys.executable, "predict.py", str(PHOTO), "--model", str(args.model),
-                                                    "--runtime", "onnx"],
-                "predict.py photo (--runtime keras)": [sys.executable, "predict.py", str(PHOTO), "--model",
-                                                       str(args.model), "--runtime", "keras"]}
-    times = {name: [] for name in commands}
-    for _ in range(args.rounds):
-        for name, command in commands.items():
-            times[name].append(timed(command))
-    print("1. One photo, end to end (seconds)")
-    medians = {name: report(name, values, "s") for name, values in times.items()}
-    onnx, keras_time = medians["predict.py photo (ONNX Runtime)"], medians["predict.py photo (--runtime keras)"]
-    print(f"   ONNX / Keras: {onnx / keras_time:.3f}x; ONNX / import tensorflow: "
-          f"{onnx / medians['import tensorflow']:.3f}x")
-
-    models = {runtime: er.load_model_bundle(args.model, runtime=runtime)[0] for runtime in ("onnx", "keras")}
-    faces = er.load_split(PROJECT_DIR / "dataset" / "validation", er.read_metadata(args.model)["class_names"])[0]
-    batch = np.resize(faces, (BATCH,) + faces.shape[1:])
-    rates = {runtime: [] for runtime in models}
-    for model in models.values():
-        er.predict_probabilities(model, batch)  # warm-up
-    for _ in range(args.rounds):
-        for runtime, model in models.items():
-            started = time.perf_counter()
-            for _ in range(4):
-                er.predict_probabilities(model, batch, batch_size=BATCH)
-            rates[runtime].append(4 * BATCH / (time.perf_counter() - started))
-    print(f"2. Crops per second in one process, batches of {BATCH}")
-    crop = {runtime: report(runtime, values, "crops/s", "{:.0f}") for runtime, values in rates.items()}
-    print(f"   ONNX / Keras: {crop['onnx'] / crop['keras']:.2f}x")
-
-    metadata = er.read_metadata(args.model)
-    classifiers = {runtime: predict.Classifier(model, metadata) for runtime, model in models.items()}
-    detector = predict.FaceDetector("haar")
+    predict = [sys.executable, "predict.py", "--model", str(args.model)]
+    photo = {"import tensorflow": [sys.executable, "-c", "import tensorflow"],
+             "photo, BlazeFace (default)": [*predict, str(PHOTO)],
+             "photo, --detector haar": [*predict, str(PHOTO), "--detector", "haar"],
+             "photo, --runtime keras": [*predict, str(PHOTO), "--runtime", "keras"]}
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "clip.mp4"
         make_video(video)
-        fps = {runtime: [] for runtime in classifiers}
+        clip = {"video, BlazeFace (default)": [*predict, str(video)],
+                "video, --detector haar": [*predict, str(video), "--detector", "haar"]}
+        times = {name: [] for name in (*photo, *clip)}
         for _ in range(args.rounds):
-            for runtime, classifier in classifiers.items():
+            for name, command in {**photo, **clip}.items():
+                times[name].append(timed(command))
+        print("1. One photo, end to end (seconds)")
+        medians = {name: report(name, times[name], "s") for name in photo}
+        print(f"  BlazeFace / Haar: {medians['photo, BlazeFace (default)'] / medians['photo, --detector haar']:.2f}x "
+              "the time")
+        print(f"2. A 640x480 video, {VIDEO_FRAMES} frames, two faces, every frame, end to end (seconds)")
+        medians = {name: report(name, times[name], "s") for name in clip}
+        blaze, haar = medians["video, BlazeFace (default)"], medians["video, --detector haar"]
+        print(f"  frames/s: BlazeFace {VIDEO_FRAMES / blaze:.1f}, Haar {VIDEO_FRAMES / haar:.1f}; "
+              f"BlazeFace is {haar / blaze:.2f}x as fast")
+
+        model, metadata = load_model(args.model, runtime="onnx")
+        pipelines = {kind: Pipeline(Classifier(model, metadata), FaceDetector(kind)) for kind in ("blazeface", "haar")}
+        rates = {kind: [] for kind in pipelines}
+        for _ in range(args.rounds):
+            for kind, pipeline in pipelines.items():
                 started = time.perf_counter()
-                frames = len(predict.predict_video(video, classifier, detector))
-                fps[runtime].append(frames / (time.perf_counter() - started))
-    print(f"3. A 640x480 video, every frame, Haar detector ({VIDEO_FRAMES} frames)")
-    video_fps = {runtime: report(runtime, values, "frames/s", "{:.1f}") for runtime, values in fps.items()}
-    print(f"   ONNX / Keras: {video_fps['onnx'] / video_fps['keras']:.2f}x")
+                frames = len(list(pipeline.video(video)))
+                rates[kind].append(frames / (time.perf_counter() - started))
+        print("3. The same video in one process (frames per second)")
+        fps = {kind: report(kind, values, "frames/s", "{:.1f}") for kind, values in rates.items()}
+        print(f"  BlazeFace / Haar: {fps['blazeface'] / fps['haar']:.2f}x as fast")
 
 
 if __name__ == "__main__":

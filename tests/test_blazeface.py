@@ -1,0 +1,168 @@
+"""The BlazeFace detector (facial_emotion/blazeface.py) on the test photo, pasted FER-2013 faces
+and pictures without a face; its anchor grid and decoding; align_crop; a broken model file.
+
+    python -m pytest -q tests/test_blazeface.py
+"""
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facial_emotion import blazeface
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (see tests/data/README.md)
+HAAR_BOX = [177, 66, 95, 95]  # predict.py's Haar box on her face
+SAMPLE_FACES = sorted((PROJECT_DIR / "dataset" / "validation" / "happy").iterdir())[:3]
+
+
+def iou(first, second):
+    return float(blazeface.iou_matrix(np.array([first], float), np.array([second], float))[0, 0])
+
+
+def read_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def gradient(height=480, width=640):
+    """A smooth colour gradient: nothing a face detector should fire on."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return blazeface.BlazeFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(detector):
+    return detector.detect(read_rgb(ASTRONAUT))
+
+
+def test_finds_the_face_in_the_test_photo_where_haar_does(astronaut_face):
+    [face] = astronaut_face
+    assert iou(face.box, HAAR_BOX) > 0.5
+    assert face.score > 0.9
+    assert all(isinstance(value, int) for value in face.box)
+
+
+def test_keypoints_lie_in_the_box_with_the_eyes_above_the_mouth(astronaut_face):
+    [face] = astronaut_face
+    x, y, w, h = face.box
+    assert face.keypoints.shape == (6, 2)
+    eyes_nose_mouth = face.keypoints[:4]
+    assert np.all((eyes_nose_mouth >= [x, y]) & (eyes_nose_mouth <= [x + w, y + h]))
+    right_eye, left_eye, nose, mouth = eyes_nose_mouth
+    assert right_eye[0] < left_eye[0], "the person's right eye is on the image's left"
+    assert max(right_eye[1], left_eye[1]) < nose[1] < mouth[1]
+
+
+@pytest.mark.parametrize("kind", ["gradient", "gradient with shapes", "texture"])
+def test_finds_no_face_where_there_is_none(detector, kind):
+    picture = gradient()
+    if kind == "gradient with shapes":
+        cv2.rectangle(picture, (60, 50), (200, 120), (20, 160, 40), -1)
+        cv2.ellipse(picture, (450, 300), (80, 110), 0, 0, 360, (200, 170, 150), -1)
+    elif kind == "texture":
+        low = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        picture = cv2.GaussianBlur(cv2.resize(low, (640, 480), interpolation=cv2.INTER_CUBIC), (0, 0), 2)
+    assert detector.detect(picture) == []
+
+
+@pytest.mark.parametrize("face_path", SAMPLE_FACES, ids=lambda path: path.name)
+def test_finds_a_small_fer_face_in_a_video_frame(detector, face_path):
+    side, x, y = 60, 410, 290
+    picture = gradient()
+    face = cv2.resize(cv2.imread(str(face_path), cv2.IMREAD_GRAYSCALE), (side, side), interpolation=cv2.INTER_CUBIC)
+    picture[y:y + side, x:x + side] = face[..., None]
+    found = detector.detect(picture)
+    assert len(found) == 1 and iou(found[0].box, [x, y, side, side]) >= 0.5
+
+
+def test_boxes_are_clipped_to_the_picture(detector):
+    photo = read_rgb(ASTRONAUT)[40:, 200:]  # her face runs off the left edge
+    found = detector.detect(photo)
+    assert found
+    for face in found:
+        x, y, w, h = face.box
+        assert 0 <= x and 0 <= y and x + w <= photo.shape[1] and y + h <= photo.shape[0]
+
+
+def test_anchor_grid_of_the_trained_input_size():
+    anchors = blazeface.anchor_centres(128, 128)
+    assert anchors.shape == (896, 2)  # 16 x 16 x 2 + 8 x 8 x 6
+    normalised = anchors / 128
+    np.testing.assert_allclose(normalised[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(normalised[1], normalised[0])  # two anchors per stride-8 cell
+    np.testing.assert_allclose(normalised[2], [1.5 / 16, 0.5 / 16])  # then the next cell to the right
+    np.testing.assert_allclose(normalised[32], [0.5 / 16, 1.5 / 16])  # a row is 16 cells x 2
+    np.testing.assert_allclose(normalised[512], [0.5 / 8, 0.5 / 8])  # first stride-16 cell
+    np.testing.assert_allclose(normalised[512:518], np.repeat(normalised[512:513], 6, axis=0))
+    np.testing.assert_allclose(normalised[-1], [7.5 / 8, 7.5 / 8])
+    assert blazeface.anchor_centres(96, 160).shape == (12 * 20 * 2 + 6 * 10 * 6, 2)
+
+
+def test_decoding_adds_offsets_to_anchors_and_keeps_only_confident_ones():
+    anchors = np.array([[4.0, 4.0], [12.0, 4.0]], np.float32)
+    regressions = np.zeros((2, 16), np.float32)
+    regressions[0, :4] = [10, -2, 20, 30]  # centre offset x, y; width, height
+    regressions[0, 4:6] = [-5, 1]  # first keypoint's offset
+    logits = np.array([2.0, 0.0], np.float32)  # scores 0.88 and 0.5
+    boxes, scores, keypoints = blazeface.decode(regressions, logits, anchors, min_score=0.7)
+    np.testing.assert_allclose(boxes, [[4, -13, 20, 30]])
+    np.testing.assert_allclose(scores, [1 / (1 + math.exp(-2))], rtol=1e-6)
+    np.testing.assert_allclose(keypoints[0, 0], [-1, 5])
+    np.testing.assert_allclose(keypoints[0, 1], [4, 4])
+
+
+def test_pyramid_goes_from_the_smallest_face_to_the_picture_in_128_px():
+    scales = blazeface.pyramid_scales(480, 640, 24)
+    assert scales[0] == blazeface.MAX_UPSCALE and scales[-1] == pytest.approx(128 / 640)
+    assert all(1 < first / second <= blazeface.MAX_SCALE_STEP for first, second in zip(scales, scales[1:]))
+    assert blazeface.pyramid_scales(48, 48, 24) == [128 / 48]  # a face crop: one pass, as trained
+
+
+def tilted(photo, angle):
+    """The photo turned `angle` degrees counter-clockwise about her face."""
+    matrix = cv2.getRotationMatrix2D((224, 113), angle, 1.0)
+    return cv2.warpAffine(photo, matrix, (photo.shape[1], photo.shape[0]), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_align_crop_turns_a_tilted_face_upright(detector):
+    photo = tilted(read_rgb(ASTRONAUT), 25)
+    [face] = detector.detect(photo)
+    assert blazeface.eye_angle(face) == pytest.approx(-25, abs=6)
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    upright = blazeface.align_crop(gray, face, blazeface.FER_MARGIN, size=128)
+    plain = blazeface.align_crop(gray, blazeface.Detection(face.box, face.score, None), blazeface.FER_MARGIN, size=128)
+    assert upright.shape == plain.shape == (128, 128)
+    # Read the crops again: the aligned one's eye line is level, the plain one's still tilted.
+    [again] = detector.detect(np.stack([upright] * 3, axis=-1))
+    [plain_again] = detector.detect(np.stack([plain] * 3, axis=-1))
+    assert abs(blazeface.eye_angle(again)) < 5
+    assert abs(blazeface.eye_angle(plain_again)) > 15
+
+
+def test_eye_angle_ignores_mirroring():
+    keypoints = np.zeros((6, 2))
+    keypoints[0], keypoints[1] = [60, 50], [20, 40]  # the eyes in a mirrored picture
+    assert blazeface.eye_angle(blazeface.Detection([0, 0, 80, 80], 0.9, keypoints)) == pytest.approx(14.04, abs=0.01)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not an onnx model at all" * 10])
+def test_a_missing_or_corrupt_model_is_a_value_error(tmp_path, content):
+    path = tmp_path / "face_detection_short_range.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="face_detection_short_range.onnx") as raised:
+        blazeface.BlazeFaceDetector(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_picture_that_is_not_rgb_is_a_value_error(detector):
+    with pytest.raises(ValueError, match="RGB"):
+        detector.detect(np.zeros((48, 48), np.uint8))
