@@ -98,7 +98,7 @@ class RecordingDetector:
     def __init__(self, box):
         self.box, self.frames = box, []
 
-    def detect(self, rgb):
+    def detect(self, rgb, video=False):
         self.frames.append(np.array(rgb))
         return [Detection(list(self.box))]
 
