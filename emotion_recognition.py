@@ -36,7 +36,7 @@ from facial_emotion.files import (PROJECT_DIR, RunLock, claim_run_folder, portab
                                   portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
-from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, apply_temperature, load_model,
+from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 
 # =============================================================================================
@@ -200,7 +200,7 @@ def load_split(split_dir, class_names, log=print):
             labels.append(label)
             files.append(str(path))
     for path, reason in skipped:
-        log(f"warning: skipping {path}: {reason}", file=sys.stderr)
+        log(f"warning: skipping {one_line(path)}: {one_line(reason)}", file=sys.stderr)
     if not images:
         raise UserError(f"{split_dir}: no readable images")
     present = set(labels)
@@ -474,6 +474,12 @@ def check_training_input(config, resume_state=None):
     return train_dir, validation_dir, class_names, architecture
 
 
+def check_output_outside_data(output_dir, data_dir):
+    """A run folder inside the data folder would turn its charts into training faces next time."""
+    if output_dir is not None and Path(os.path.realpath(output_dir)).is_relative_to(os.path.realpath(data_dir)):
+        raise UserError(f"{output_dir}: inside the data folder {data_dir}; its charts would become faces")
+
+
 def train(config=None, output_dir=None, overwrite=False, resume_state=None, callbacks=(), stop=None, log=print):
     """Train a model as `config` says, validate it, finish it and write everything a run writes
     (see finish_model). Returns the run folder.
@@ -484,6 +490,7 @@ def train(config=None, output_dir=None, overwrite=False, resume_state=None, call
     """
     config = config or TrainConfig()
     train_dir, validation_dir, class_names, architecture = check_training_input(config, resume_state)
+    check_output_outside_data(output_dir, config.data_dir)
     config = dataclasses.replace(config, architecture=architecture)
     strategy, replicas, chief = distribution(config.distribute)
     if not chief:
@@ -650,9 +657,9 @@ def described_model_path(model_path):
 # =============================================================================================
 def finish_model(model, metadata, model_path, train_set, validation_set, stop=None, log=print):
     """On the best epoch's weights: batch-norm statistics recomputed on un-augmented faces, the
-    class prior restored after balanced class weights, the confidence calibrated; then the model
-    saved, evaluated on validation (with the robustness panel), exported to ONNX, and its JSON
-    written once, last. Returns the final metadata."""
+    class prior restored after balanced class weights, the confidence calibrated and the model
+    evaluated on validation (with the robustness panel); then the model saved, exported to ONNX
+    and its JSON written once, last. Returns the final metadata."""
     from facial_emotion import finishing
 
     (x_train, y_train), (x_val, y_val) = train_set, validation_set
@@ -663,46 +670,20 @@ def finish_model(model, metadata, model_path, train_set, validation_set, stop=No
     if training.get("class_weighting") == "balanced" and not training.get("class_prior"):
         training["class_prior"] = finishing.restore_class_prior(model, y_train, x_val, y_val,
                                                                 metadata["class_names"], log)
-    if stop is not None:
-        stop.check()  # the last safe point: from here on the saved model and its JSON must agree
-    save_model_atomically(model, model_path)
-    metadata, probabilities = describe_on_validation(model, metadata, x_val, y_val)
+    metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val)
     write_evaluation(Path(model_path).parent, metadata["class_names"], x_val, y_val, probabilities,
                      metadata["validation"]["robustness"], "validation_predictions.png")
-    metadata.pop("onnx", None)
-    try:
-        metadata["onnx"] = finishing.export_onnx(model, model_path, x_val, log)
-    except UserError as error:
-        log(f"warning: {error}; prediction uses the .h5")
-    write_json_atomically(metadata, metadata_path(model_path))
+    if stop is not None:
+        stop.check()  # the last safe point: from here on the saved model and its JSON must agree
+    with stop.shielded() if stop is not None else contextlib.nullcontext():
+        save_model_atomically(model, model_path)
+        metadata.pop("onnx", None)
+        try:
+            metadata["onnx"] = finishing.export_onnx(model, model_path, x_val, log)
+        except UserError as error:
+            log(f"warning: {error}; prediction uses the .h5")
+        write_json_atomically(metadata, metadata_path(model_path))
     return metadata
-
-
-def describe_on_validation(model, metadata, x_val, y_val):
-    """Fit the confidence temperatures on validation (one for plain answers, one for answers
-    averaged with the mirror image, which are less extreme) and record the model's validation
-    figures and robustness panel in new metadata; returns it with the calibrated probabilities.
-    The model itself is not changed."""
-    class_names = metadata["class_names"]
-    raw, raw_tta = predict_probabilities(model, x_val), predict_probabilities(model, x_val, tta=True)
-    temperature, temperature_tta = evaluation.fit_temperature(y_val, raw), evaluation.fit_temperature(y_val, raw_tta)
-    plain = evaluation.compute_metrics(class_names, y_val, apply_temperature(raw, temperature))
-    with_tta = evaluation.compute_metrics(class_names, y_val, apply_temperature(raw_tta, temperature_tta))
-    recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}  # noqa: E731
-    panel = evaluation.robustness_panel(model, x_val, y_val)
-    metadata = dict(metadata, temperature=round(temperature, 4), temperature_tta=round(temperature_tta, 4))
-    metadata["validation"] = {
-        "images": int(len(y_val)), "accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"],
-        "per_class_recall": recall(plain),
-        "ece_before_calibration": round(evaluation.expected_calibration_error(y_val, raw), 4),
-        "ece_after_calibration": plain["expected_calibration_error"],
-        "framing_accuracy": evaluation.framing_of(panel), "robustness": panel,
-        "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
-                     "per_class_recall": recall(with_tta),
-                     "ece_before_calibration": round(evaluation.expected_calibration_error(y_val, raw_tta), 4),
-                     "ece_after_calibration": with_tta["expected_calibration_error"]},
-    }
-    return metadata, apply_temperature(raw, temperature)
 
 
 # =============================================================================================
@@ -721,7 +702,7 @@ def write_evaluation(output_dir, class_names, faces, labels, probabilities, pane
     return metrics
 
 
-def evaluate(model_path, test_dir, output_dir=None, tta=False, overwrite=False, log=print):
+def evaluate(model_path, test_dir, output_dir=None, tta=False, overwrite=False, stop=None, log=print):
     """Evaluate a saved model on a folder of class folders (any subset of the model's classes),
     as it is and under the robustness panel's shifts."""
     found = list_class_folders(test_dir)
@@ -737,7 +718,11 @@ def evaluate(model_path, test_dir, output_dir=None, tta=False, overwrite=False, 
         x, labels, _ = load_split(test_dir, found, log=log)
         labels = np.asarray([class_names.index(found[label]) for label in labels])
         probabilities = predict_probabilities(model, x, model_temperature(metadata, tta), tta=tta)
+        if stop is not None:
+            stop.check()
         panel = evaluation.robustness_panel(model, x, labels, tta)
+        if stop is not None:
+            stop.check()
         metrics = write_evaluation(output_dir, class_names, x, labels, probabilities, panel, "test_predictions.png")
     finally:
         lock.release()
@@ -873,7 +858,8 @@ def main(argv=None):
             elif args.resume:
                 resume(args.resume, stop=stop)
             elif args.evaluate:
-                evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite)
+                evaluate(args.evaluate, args.test_dir, args.output_dir, tta=args.tta, overwrite=args.overwrite,
+                         stop=stop)
             elif args.export_onnx:
                 export_onnx_beside(args.export_onnx, overwrite=args.overwrite)
             else:
@@ -882,6 +868,10 @@ def main(argv=None):
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingInterrupted as stopped:
+        if not os.path.isfile(Path(stopped.output_dir) / STATE_FILE):
+            print(f"interrupted before the first epoch ended; nothing to resume in {one_line(stopped.output_dir)}: "
+                  "start again with --overwrite", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"interrupted after {stopped.epochs_done} finished epoch(s); the best model so far is in "
               f"{one_line(stopped.output_dir)}; continue with: python {Path(sys.argv[0]).name} --resume "
               f"{one_line(stopped.output_dir)}", file=sys.stderr)

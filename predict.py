@@ -33,6 +33,10 @@ from facial_emotion.tracking import FaceTracker
 from facial_emotion.writers import print_error, print_note
 
 
+# Camera indexes OpenCV accepts: a negative one crashed it (segmentation fault).
+MAX_CAMERA_INDEX = 99
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Find faces in images and videos and predict each one's emotion.",
                                      formatter_class=HelpFormatter, allow_abbrev=False)
@@ -64,6 +68,8 @@ def parse_args(argv=None):
         parser.error("--every must be at least 1")
     if not args.inputs and args.webcam is None:
         parser.error("give at least one image, video or folder (or --webcam)")
+    if args.webcam is not None and not 0 <= args.webcam <= MAX_CAMERA_INDEX:
+        parser.error(f"--webcam takes a camera index from 0 to {MAX_CAMERA_INDEX}")
     if args.webcam is not None and (args.inputs or args.csv or args.plot or args.annotate or args.json):
         parser.error("--webcam shows its results in a window; it goes with no files, --csv, --plot, --annotate or --json")
     return args
@@ -72,6 +78,11 @@ def parse_args(argv=None):
 def check_outputs(csv_path, plot_path, annotate_dir):
     """Before any work: output files must be new, in folders that exist; the annotation folder
     must be a folder that exists or can be made. Nothing is ever written over."""
+    for path, option in ((csv_path, "--csv"), (plot_path, "--plot")):
+        if path is not None and annotate_dir is not None and Path(os.path.realpath(path)).is_relative_to(
+                os.path.realpath(annotate_dir)):
+            raise UserError(f"{path}: inside the --annotate folder, where an annotated copy may take its "
+                            f"name; put the {option} file elsewhere")
     for path, option in ((csv_path, "--csv"), (plot_path, "--plot")):
         if path is None:
             continue

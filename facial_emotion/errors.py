@@ -49,12 +49,13 @@ def one_line(text):
 def quiet_native_stderr():
     """Mute file descriptor 2 (native libraries' own messages: TensorFlow, FFmpeg) for a block."""
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         saved = None
     try:
         yield
@@ -74,19 +75,20 @@ def quiet_python_warnings():
 
 
 class StopSignals:
-    """Ctrl-C or SIGTERM (kill, a job scheduler) asks a run to stop at its next safe point: after
-    the result in hand, or after the training batch in hand, never in the middle of writing a
-    file. A second one stops at once (KeyboardInterrupt).
+    """Ctrl-C, SIGTERM or SIGHUP (kill, a job scheduler, a closed terminal) asks a run to stop at
+    its next safe point: after the result in hand, or after the training batch in hand, never in
+    the middle of writing a file. A second one stops at once (KeyboardInterrupt), except inside
+    `shielded()`.
 
     Prediction reads `requested` after each result; training calls `check()`, which raises
     KeyboardInterrupt at a safe point once a stop was asked for.
     """
 
     def __init__(self):
-        self.requested, self.previous = False, {}
+        self.requested, self.previous, self.shield = False, {}, False
 
     def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 self.previous[number] = signal.signal(number, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -94,9 +96,19 @@ class StopSignals:
         return self
 
     def _handle(self, number, frame):
-        if self.requested:
+        if self.requested and not self.shield:
             raise KeyboardInterrupt
         self.requested = True
+
+    @contextlib.contextmanager
+    def shielded(self):
+        """A block no signal interrupts, not even a second one (writing files that must agree
+        with each other); a stop asked for meanwhile is seen at the next check()."""
+        self.shield = True
+        try:
+            yield
+        finally:
+            self.shield = False
 
     def __exit__(self, *exc_info):
         for number, handler in self.previous.items():

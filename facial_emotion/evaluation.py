@@ -5,7 +5,7 @@ functions score a run at the end of training and a saved model under `--evaluate
 import numpy as np
 
 from facial_emotion import shifts
-from facial_emotion.saved_model import predict_probabilities
+from facial_emotion.saved_model import apply_temperature, predict_probabilities
 
 # Temperatures tried when calibrating: 601 log-spaced values from 0.05 (sharpen) to 20 (flatten),
 # scored by expected calibration error over 15 equal-width confidence bins (Guo et al., 2017).
@@ -57,8 +57,6 @@ def fit_temperature(labels, probabilities):
     """The temperature T for softmax(log p / T) with the lowest expected calibration error on
     these labels, from TEMPERATURE_GRID (the first of equal ones). Calibration error is what the
     temperature is for; the log-likelihood optimum can miss it."""
-    from facial_emotion.saved_model import apply_temperature
-
     labels = np.asarray(labels)
     low, high, count = TEMPERATURE_GRID
     temperatures = np.exp(np.linspace(np.log(low), np.log(high), count))
@@ -103,3 +101,30 @@ def with_panel(metrics, panel):
     return dict(metrics, robustness=panel["shifts"], robustness_mean_drop=panel["mean_drop_points"],
                 robustness_worst_drop=panel["worst_drop_points"], robustness_worst_shift=panel["worst_shift"],
                 framing_accuracy=framing_of(panel))
+
+
+def describe_on_validation(model, metadata, x_val, y_val):
+    """Fit the confidence temperatures on validation (one for plain answers, one for answers
+    averaged with the mirror image, which are less extreme) and record the model's validation
+    figures and robustness panel in new metadata; returns it with the calibrated probabilities.
+    The model itself is not changed."""
+    class_names = metadata["class_names"]
+    raw, raw_tta = predict_probabilities(model, x_val), predict_probabilities(model, x_val, tta=True)
+    temperature, temperature_tta = fit_temperature(y_val, raw), fit_temperature(y_val, raw_tta)
+    plain = compute_metrics(class_names, y_val, apply_temperature(raw, temperature))
+    with_tta = compute_metrics(class_names, y_val, apply_temperature(raw_tta, temperature_tta))
+    recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}  # noqa: E731
+    panel = robustness_panel(model, x_val, y_val)
+    metadata = dict(metadata, temperature=round(temperature, 4), temperature_tta=round(temperature_tta, 4))
+    metadata["validation"] = {
+        "images": int(len(y_val)), "accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"],
+        "per_class_recall": recall(plain),
+        "ece_before_calibration": round(expected_calibration_error(y_val, raw), 4),
+        "ece_after_calibration": plain["expected_calibration_error"],
+        "framing_accuracy": framing_of(panel), "robustness": panel,
+        "flip_tta": {"accuracy": with_tta["accuracy"], "macro_f1": with_tta["macro_f1"],
+                     "per_class_recall": recall(with_tta),
+                     "ece_before_calibration": round(expected_calibration_error(y_val, raw_tta), 4),
+                     "ece_after_calibration": with_tta["expected_calibration_error"]},
+    }
+    return metadata, apply_temperature(raw, temperature)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from facial_emotion.errors import UserError
@@ -18,6 +19,9 @@ LOCK_NAME = ".run.lock"
 # The deepest JSON a model description or run state may nest: real ones nest 4 levels; Python's
 # parser would recurse past its limit on a hostile file 50,000 levels deep.
 MAX_JSON_DEPTH = 64
+# The largest JSON read: a model description or run state is under 20 KB; a gigabyte one would
+# take seconds and gigabytes of memory to refuse.
+MAX_JSON_BYTES = 10_000_000
 
 
 def describe_oserror(error):
@@ -95,6 +99,8 @@ def _why_not_readable(path, confined_to):
 def read_json(path, what="file"):
     """A JSON file's content; a file that is not JSON, or nests absurdly deep, is a UserError."""
     try:
+        if os.path.getsize(path) > MAX_JSON_BYTES:
+            raise UserError(f"{path}: not a valid {what} (over {MAX_JSON_BYTES // 1_000_000} MB)")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: unreadable {what} ({first_words(error)})") from None
@@ -133,25 +139,29 @@ def file_sha256(path):
 # Writing: whole or not at all
 # ---------------------------------------------------------------------------------------------
 def temporary_path(path):
-    """A sibling temporary name with the same suffix (Keras and matplotlib pick the format from
-    the suffix)."""
+    """A new, empty, uniquely named hidden file beside `path`, with the same suffix (Keras and
+    matplotlib pick the format from it), created exclusively: no other run, and no link planted
+    under a predictable name, can share or redirect it. The caller writes it and renames it."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(handle)
+    return Path(name)
 
 
 def replace_atomically(path, write):
     """Call write(temporary sibling), then rename it over `path`: a crash, a full disk, Ctrl-C or
     a refused write never leaves a broken file where a good one was. Errors a user can fix
     (permissions, no space, a name too long) become one line naming the file."""
-    path = Path(path)
-    partial = temporary_path(path)
+    path, partial = Path(path), None
     try:
+        partial = temporary_path(path)
         write(partial)
         os.replace(partial, path)
     except BaseException as error:
         # Any exception, Ctrl-C and SIGTERM (raised as KeyboardInterrupt) included: a
         # half-written file must not outlive the write that made it.
-        remove_quietly(partial)
+        if partial is not None:
+            remove_quietly(partial)
         if isinstance(error, OSError):
             raise UserError(f"{path}: cannot write ({describe_oserror(error)}); nothing there was changed") from None
         raise
@@ -161,9 +171,9 @@ def create_new_file(path, write, what="file"):
     """Call write(temporary sibling), then give it the name `path` only if that name is still
     free: the file appears whole or not at all, and never replaces anything, even a file made
     since the run started. A failed write leaves nothing that would block a retry."""
-    path = Path(path)
-    partial = temporary_path(path)
+    path, partial = Path(path), None
     try:
+        partial = temporary_path(path)
         write(partial)
         os.link(partial, path)  # fails if the name is taken, unlike a rename
     except FileExistsError:
@@ -171,7 +181,8 @@ def create_new_file(path, write, what="file"):
     except OSError as error:
         raise UserError(f"{path}: cannot write {what} ({describe_oserror(error)})") from None
     finally:
-        remove_quietly(partial)
+        if partial is not None:
+            remove_quietly(partial)
 
 
 def remove_quietly(path):
@@ -203,8 +214,8 @@ class RunLock:
         self.handle = None
 
     def acquire(self):
-        try:
-            handle = open(self.path, "a+", encoding="utf-8")
+        try:  # O_NOFOLLOW: a link planted as the lock file is refused, never written through
+            handle = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+", encoding="utf-8")
         except OSError as error:
             raise UserError(f"{self.path.parent}: cannot be locked ({describe_oserror(error)})") from None
         try:

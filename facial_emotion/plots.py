@@ -21,6 +21,9 @@ SMOOTHING_SECONDS = 0.5
 MIN_PERSON_SHARE = 0.1
 # At most this many people's panels in one chart; more would be unreadable.
 MAX_PERSONS = 6
+# Confusion matrices with more classes than this get colours only: a number in each of n^2 cells
+# is unreadable, and 250 classes took 5 GB and 96 s to draw.
+MAX_ANNOTATED_CLASSES = 30
 
 
 def plain_text(text):
@@ -179,7 +182,7 @@ def save_confusion_matrix(labels, predictions, class_names, path):
     figure = _figure(figsize=(15, 6))
     for axis, data, fmt, title in zip(figure.subplots(1, 2), (counts, normalised), ("d", ".2f"),
                                       ("counts", "normalised by true class")):
-        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", xticklabels=names, yticklabels=names, ax=axis, cbar=False)
+        sns.heatmap(data, annot=len(class_names) <= MAX_ANNOTATED_CLASSES, fmt=fmt, cmap="Blues", xticklabels=names, yticklabels=names, ax=axis, cbar=False)
         axis.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")
     _save_figure(figure, path)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from facial_emotion.errors import UserError, quiet_native_stderr
 from facial_emotion.files import check_regular_file, remove_quietly, temporary_path
-from facial_emotion.images import check_size
+from facial_emotion.images import MAX_IMAGE_PIXELS, check_size
 
 # Containers that do not know their frame rate report 0 or nonsense; 25 is the PAL default.
 DEFAULT_FPS = 25.0
@@ -34,6 +34,9 @@ def open_video(path):
     if width > 0 and height > 0:
         try:
             check_size(path, width, height)
+            if width * height > MAX_IMAGE_PIXELS:  # a 2 MB file of 12000x12000 frames takes 4 GB
+                raise UserError(f"{path}: {width}x{height} frames are more than "
+                                f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; refused")
         except UserError:
             capture.release()
             raise
@@ -71,7 +74,11 @@ class VideoWriter:
     def __init__(self, path, fps, shape):
         import cv2
 
-        self.path, self.partial = Path(path), temporary_path(path)
+        self.path = Path(path)
+        try:
+            self.partial = temporary_path(path)
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot write annotated video ({error.strerror or error})") from None
         with quiet_native_stderr():
             self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                           (shape[1], shape[0]))

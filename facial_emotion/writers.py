@@ -51,7 +51,7 @@ def format_result(result, top_k=1):
     for face in result.faces:
         ranked = sorted(face.scores.items(), key=lambda item: -item[1])[:top_k]
         who = f" person {face.track}" if face.track is not None else ""
-        parts.append(", ".join(f"{name} ({score:.1%})" for name, score in ranked)
+        parts.append(", ".join(f"{one_line(name)} ({score:.1%})" for name, score in ranked)
                      + (f" at {face.box}{who}" if len(result.faces) > 1 or who else ""))
     return f"{prefix}: " + "; ".join(parts)
 
@@ -132,8 +132,9 @@ class CsvWriter:
     non-UTF-8 bytes of a file name are kept as they are."""
 
     def __init__(self, path, class_names):
-        self.path, self.partial, self.class_names = Path(path), temporary_path(path), class_names
+        self.path, self.class_names = Path(path), class_names
         try:
+            self.partial = temporary_path(path)
             self.handle = open(self.partial, "w", newline="", encoding="utf-8", errors="surrogateescape")
         except OSError as error:
             raise UserError(f"{path}: cannot be written ({describe_oserror(error)})") from None

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -356,3 +355,78 @@ def test_nan_pixels_and_broken_exif_give_no_warning_noise(tmp_path):
     result = run_script("predict.py", nan_path, exif_path, text=True)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
     assert result.stdout.count("\n") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The red team's round on the redesigned code
+# ---------------------------------------------------------------------------------------------
+def test_a_link_planted_under_a_partial_files_name_is_never_written_through_or_deleted(trained_run, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path = type(tmp_path)
+    Path("important.txt").write_text("mine")
+    for stem in ("out", "out.partial"):
+        os.symlink("important.txt", f".{stem}.partial.csv")
+    Path(".chart.partial.png").write_text("my own notes")
+    assert predict.main([str(face_file()), "--model", str(trained_run["model"]), "--csv", "out.csv",
+                         "--plot", "chart.png"]) == 0
+    assert Path("important.txt").read_text() == "mine" and Path(".chart.partial.png").read_text() == "my own notes"
+    assert not Path("out.csv").is_symlink() and "emotion" in Path("out.csv").read_text()
+
+
+def test_a_link_planted_as_a_run_folders_lock_is_refused(tmp_path, capsys):
+    thesis = tmp_path / "thesis.txt"
+    thesis.write_text("years of work")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".run.lock").symlink_to(thesis)
+    data = copy_sample(tmp_path / "data", train_per_class=4, validation_per_class=2)
+    assert er.main(["--data-dir", str(data), "--output-dir", str(run), "--dry-run"]) == 1
+    assert "cannot be locked" in one_error_line(capsys.readouterr().err)
+    assert thesis.read_text() == "years of work"
+
+
+def test_an_image_format_pillow_cannot_decode_is_one_line_and_the_batch_goes_on(trained_run, tmp_path, capsys):
+    import struct
+
+    header = struct.pack("<6I", 0x1007, 64, 64, 0, 0, 0) + b"\0" * 44
+    pixel_format = struct.pack("<2I4s5I", 32, 0, b"\0" * 4, 0, 0, 0, 0, 0)
+    dds = tmp_path / "face.jpg"  # a DDS file of a pixel format Pillow does not implement
+    dds.write_bytes(b"DDS " + struct.pack("<I", 124) + header + pixel_format
+                    + b"\0" * (120 - len(header) - len(pixel_format)) + b"\0" * 5000)
+    assert predict.main([str(dds), str(face_file()), "--model", str(trained_run["model"])]) == 1
+    captured = capsys.readouterr()
+    assert "face.jpg: broken image" in one_error_line(captured.err)
+    assert captured.out.count("\n") == 1
+
+
+@pytest.mark.parametrize("index", ["-5", "-1", "99999999999999999999"])
+def test_a_camera_index_out_of_range_is_refused_before_opencv_sees_it(capsys, index):
+    with pytest.raises(SystemExit) as usage:
+        predict.main(["--webcam", index])
+    assert usage.value.code == 2 and "--webcam takes a camera index from 0 to 99" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, name", [("--csv", "out"), ("--csv", "out/face_annotated.png"),
+                                          ("--plot", "out/chart.png")])
+def test_csv_or_plot_inside_the_annotate_folder_is_refused_before_any_work(trained_run, tmp_path, capsys, option,
+                                                                         name):
+    status = predict.main([str(face_file()), "--model", str(tmp_path / "absent.h5"), "--annotate",
+                           str(tmp_path / "out"), option, str(tmp_path / name)])
+    assert status == 1 and "inside the --annotate folder" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_run_folder_inside_the_data_folder_is_refused(tmp_path, capsys):
+    data = copy_sample(tmp_path / "data", train_per_class=4, validation_per_class=2)
+    assert er.main(["--data-dir", str(data), "--output-dir", str(data / "validation" / "happy" / "run"),
+                    "--dry-run"]) == 1
+    assert "inside the data folder" in one_error_line(capsys.readouterr().err)
+    assert not (data / "validation" / "happy" / "run").exists()
+
+
+def test_a_huge_model_json_is_refused_by_its_size(trained_run, tmp_path):
+    model = copy_model(trained_run["model"], tmp_path / "model")
+    with open(metadata_path(model), "r+") as handle:
+        handle.truncate(11_000_000)  # sparse: no disk used
+    result = run_script("predict.py", face_file(), "--model", model, text=True)
+    assert result.returncode == 1 and "over 10 MB" in one_error_line(result.stderr)

@@ -160,7 +160,7 @@ def test_flip_tta_answers_get_a_temperature_of_their_own(tmp_path):
     faces[:, :, :24] = 200
     labels = rng.integers(0, 2, count)
     answers = np.where(rng.random(count) < 0.6, labels, 1 - labels)
-    metadata, probabilities = er.describe_on_validation(MirrorShy(answers), {"class_names": ["a", "b"]}, faces, labels)
+    metadata, probabilities = evaluation.describe_on_validation(MirrorShy(answers), {"class_names": ["a", "b"]}, faces, labels)
     assert not list(tmp_path.iterdir()), "describing writes no file"
     assert metadata["temperature"] > 1.5, "95% sure and 60% right: softened"
     assert metadata["temperature_tta"] < metadata["temperature"]
