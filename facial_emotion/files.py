@@ -144,8 +144,17 @@ def temporary_path(path):
     under a predictable name, can share or redirect it. The caller writes it and renames it."""
     path = Path(path)
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
-    os.close(handle)
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the file from others
+    finally:
+        os.close(handle)
     return Path(name)
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def replace_atomically(path, write):
