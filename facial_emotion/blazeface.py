@@ -5,7 +5,7 @@ No TensorFlow or Keras here: numpy, OpenCV and ONNX Runtime only.
     from facial_emotion import blazeface
     detector = blazeface.BlazeFaceDetector()          # reads models/face_detection_short_range.onnx
     faces = detector.detect(rgb)                       # RGB uint8 [h, w, 3], largest face first
-    crop = blazeface.align_crop(gray, faces[0], blazeface.FER_MARGIN, size=48)
+    crop = detection.align_crop(gray, faces[0], detection.FACE_MARGIN, size=48)
 
 The model file is made by `python -m facial_emotion.convert_blazeface` (see models/FACE_DETECTOR.md).
 
@@ -24,7 +24,7 @@ faces 67% (37%), tilted 15-30 degrees 76% (21%), half covered 12% (11%); false b
 scene without faces (0.17); CPU time per frame 42 ms (94), or 17 ms with min_face=40 for video.
 
 Boxes are returned in Haar's framing (side about 0.95 of a FER-2013 face's side, centred), so
-code written for Haar's boxes and its crop margin (FER_MARGIN) works unchanged.
+code written for Haar's boxes and its crop margin (detection.FACE_MARGIN) works unchanged.
 """
 
 import math
@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 import onnxruntime
 
-from facial_emotion.detection import Detection
+from facial_emotion.detection import (MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box,  # noqa: F401
+                                      largest_first)
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "face_detection_short_range.onnx"
 
@@ -67,9 +68,6 @@ MAX_UPSCALE = 1.25  # 640x480 at 1.25x finds 68% of 30-45 px faces against 59% a
 # The finest pass's pixels at most: 640x480 at 1.25x. Bounds the time for any picture (a 12 MP
 # photo's finest pass is then 800x600, its smallest face about 160 px, near Haar's 1/20 rule).
 MAX_FINEST_PIXELS = 800 * 600
-# The smallest face looked for, as predict.py's Haar detector: 24 px, or 1/20 of the shorter side.
-MIN_FACE_SIDE = 24
-MIN_FACE_FRACTION = 1 / 20
 # For video (pass it as min_face): faces under 48 px are rare in a webcam frame, and leaving them
 # out makes the finest pass on 640x480 0.67x instead of 1.25x, about a third of the work. On the
 # benchmark's scenes 48 px found 62% of all faces (Haar 58%) at 12 ms a frame; 40 px, 69% at 19 ms
@@ -82,8 +80,6 @@ VIDEO_MIN_FACE_SIDE = 48
 # turn it into Haar's framing: side 0.953 of FER's, centred (tests/benchmarks/haar_framing.py).
 BOX_SCALE = 0.953 / 0.835  # Haar's box side / BlazeFace's, both over the FER-2013 side
 BOX_SHIFT_UP = 0.079 / 0.835  # of BlazeFace's box side: how far its centre sits below FER's
-# The crop margin on each side that turns a box in Haar's framing into FER-2013's: (1/0.953 - 1)/2.
-FER_MARGIN = 0.025
 
 # ONNX Runtime threads: one. On the 2-core machine this was measured on (a training job beside
 # it) one thread ran a 640x480 pass in 18.6 ms and two in 38 ms; the classifier needs a core too.
@@ -211,13 +207,6 @@ def to_haar_framing(boxes):
     return np.concatenate([centres - sides / 2, sides], axis=1)
 
 
-def clip_box(box, width, height):
-    """An [x, y, w, h] float box rounded to ints and clipped to the picture."""
-    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
-    x1, y1 = min(width, round(box[0] + box[2])), min(height, round(box[1] + box[3]))
-    return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
-
-
 class BlazeFaceDetector:
     """BlazeFace over an image pyramid; `detect` gives Detection objects, largest box first.
 
@@ -250,8 +239,7 @@ class BlazeFaceDetector:
         boxes = to_haar_framing(boxes)
         detections = [Detection(clip_box(box, width, height), float(score), points.astype(np.float32))
                       for box, score, points in zip(boxes, scores, keypoints) if box[2] >= min_face]
-        detections = [face for face in detections if face.box[2] > 0 and face.box[3] > 0]
-        return sorted(detections, key=lambda face: (-face.box[2] * face.box[3], face.box[0], face.box[1]))
+        return largest_first(face for face in detections if face.box[2] > 0 and face.box[3] > 0)
 
     def run_pass(self, network_input, scale, coarsest):
         """Candidates of one pass, in picture pixels. Boxes over LARGEST_FACE_IN_INPUT are left
@@ -264,31 +252,3 @@ class BlazeFaceDetector:
             keep = boxes[:, 2] <= LARGEST_FACE_IN_INPUT
             boxes, scores, keypoints = boxes[keep], scores[keep], keypoints[keep]
         return boxes / scale, scores, keypoints / scale
-
-
-def eye_angle(detection):
-    """The eye line's angle in degrees, -90..90, from the eye on the image's left to the other;
-    positive when the line runs down to the right, i.e. the head tilts clockwise. Taken modulo
-    180 so that a mirrored picture (a selfie camera), where the person's right eye is on the
-    image's right, is not turned upside down. 0 for a detection without keypoints (Haar's)."""
-    if detection.keypoints is None:
-        return 0.0
-    (first_x, first_y), (second_x, second_y) = detection.keypoints[0], detection.keypoints[1]
-    angle = math.degrees(math.atan2(second_y - first_y, second_x - first_x))
-    return (angle + 90) % 180 - 90
-
-
-def align_crop(image, detection, margin=FER_MARGIN, size=None):
-    """The face upright: a square around the box centre, side = box side * (1 + 2 * margin),
-    rotated about that centre so the eye line is level. Gray [h, w] or RGB [h, w, 3]; pixels
-    beyond the picture repeat its edge. With `size`, resized to size x size (INTER_AREA)."""
-    x, y, width, height = detection.box
-    centre = (x + width / 2, y + height / 2)
-    side = max(1, round(max(width, height) * (1 + 2 * margin)))
-    matrix = cv2.getRotationMatrix2D(centre, eye_angle(detection), 1.0)
-    matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
-    crop = cv2.warpAffine(np.asarray(image), matrix, (side, side), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    if size is not None and size != side:
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if size < side else cv2.INTER_LINEAR)
-    return crop

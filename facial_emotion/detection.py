@@ -7,9 +7,11 @@ default; OpenCV's Haar cascade (ships inside the opencv-python-headless 4.x whee
 margin gives FER-2013's framing whichever detector found the face.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -30,7 +32,7 @@ DETECTION_MAX_SIDE = 1024
 FACE_MARGIN = 0.025
 # Haar's smallest face: 24 px (its window) and at least 1/20 of the detection copy's shorter
 # side. Smaller Haar hits in large photos were false alarms on textures (tests/benchmarks/
-# detectors.py: 1/25 let one through at 3072 px); MTCNN is the detector for small faces.
+# detectors.py: 1/25 let one through at 3072 px). BlazeFace keeps the same smallest face.
 MIN_FACE_SIDE = 24
 MIN_FACE_FRACTION = 1 / 20
 # MTCNN's own confidence below which a face is dropped: lower let hands and patterns through.
@@ -55,9 +57,9 @@ class FaceDetector:
             from facial_emotion import blazeface
 
             try:
-                self.photos = blazeface.BlazeFaceDetector()
+                self.photo_detector = blazeface.BlazeFaceDetector()
                 # Video frames skip faces under 48 px: a third of the work (blazeface.VIDEO_MIN_FACE_SIDE).
-                self.frames = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE)
+                self.video_detector = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE)
             except ValueError as error:
                 raise UserError(str(error)) from None
         elif kind == "haar":
@@ -82,7 +84,7 @@ class FaceDetector:
         """Detections in an RGB uint8 array [h, w, 3], in its pixels, largest first; `video`: a
         frame of a video, where BlazeFace looks for faces of 48 px and more only."""
         if self.kind == "blazeface":  # it brings the picture to its own scales
-            return (self.frames if video else self.photos).detect(rgb)
+            return (self.video_detector if video else self.photo_detector).detect(rgb)
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECTION_MAX_SIDE / max(height, width))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -96,7 +98,7 @@ class FaceDetector:
             if box[2] > 0 and box[3] > 0:
                 keypoints = None if detection.keypoints is None else detection.keypoints / scale
                 detections.append(Detection(box, detection.score, keypoints))
-        return sorted(detections, key=lambda d: (-d.box[2] * d.box[3], d.box[0], d.box[1]))
+        return largest_first(detections)
 
     def _detect_haar(self, rgb):
         import cv2
@@ -117,10 +119,16 @@ class FaceDetector:
 
 
 def clip_box(box, width, height):
-    x, y, w, h = box
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(width, x + w), min(height, y + h)
+    """A box [x, y, w, h] (floats or ints) rounded to whole pixels and clipped to the picture."""
+    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
+    x1, y1 = min(width, round(box[0] + box[2])), min(height, round(box[1] + box[3]))
     return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
+
+
+def largest_first(detections):
+    """Detections sorted largest box first (then left to right, top to bottom): the order of
+    every result."""
+    return sorted(detections, key=lambda d: (-d.box[2] * d.box[3], d.box[0], d.box[1]))
 
 
 def crop_face(gray, box, margin=FACE_MARGIN):
@@ -137,8 +145,6 @@ def face_input(gray, detection, margin=FACE_MARGIN):
     tests/benchmarks/alignment.py), else the box's crop."""
     if detection.keypoints is None:
         return crop_face(gray, detection.box, margin)
-    from facial_emotion.blazeface import align_crop
-
     return preprocess_face(Image.fromarray(align_crop(np.asarray(gray), detection, margin)))
 
 
@@ -153,3 +159,31 @@ def find_faces(image, detector, video=False):
         return [(Detection([0, 0, image.width, image.height]), preprocess_face(gray))]
     detections = detector.detect(np.asarray(to_rgb(image)), video)
     return [(detection, face_input(gray, detection)) for detection in detections]
+
+
+def eye_angle(detection):
+    """The eye line's angle in degrees, -90..90, from the eye on the image's left to the other;
+    positive when the line runs down to the right, i.e. the head tilts clockwise. Taken modulo
+    180 so that a mirrored picture (a selfie camera), where the person's right eye is on the
+    image's right, is not turned upside down. 0 for a detection without keypoints (Haar's)."""
+    if detection.keypoints is None:
+        return 0.0
+    (first_x, first_y), (second_x, second_y) = detection.keypoints[0], detection.keypoints[1]
+    angle = math.degrees(math.atan2(second_y - first_y, second_x - first_x))
+    return (angle + 90) % 180 - 90
+
+
+def align_crop(image, detection, margin=FACE_MARGIN, size=None):
+    """The face upright: a square around the box centre, side = box side * (1 + 2 * margin),
+    rotated about that centre so the eye line is level. Gray [h, w] or RGB [h, w, 3]; pixels
+    beyond the picture repeat its edge. With `size`, resized to size x size (INTER_AREA)."""
+    x, y, width, height = detection.box
+    centre = (x + width / 2, y + height / 2)
+    side = max(1, round(max(width, height) * (1 + 2 * margin)))
+    matrix = cv2.getRotationMatrix2D(centre, eye_angle(detection), 1.0)
+    matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
+    crop = cv2.warpAffine(np.asarray(image), matrix, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    if size is not None and size != side:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if size < side else cv2.INTER_LINEAR)
+    return crop

@@ -1,6 +1,7 @@
 """How good a model is: accuracy, macro-F1, per-class figures, calibration error and the
-temperature that fixes it, and the robustness panel. NumPy and scikit-learn only: the same
-functions score a run at the end of training and a saved model under `--evaluate`."""
+temperature that fixes it, and the robustness panel (the faces under shifts.ROBUSTNESS_SHIFTS).
+No TensorFlow: the same functions score a run at the end of training and a saved model under
+`--evaluate`."""
 
 import numpy as np
 
@@ -11,8 +12,8 @@ from facial_emotion.saved_model import apply_temperature, predict_probabilities
 # scored by expected calibration error over 15 equal-width confidence bins (Guo et al., 2017).
 TEMPERATURE_GRID = (0.05, 20.0, 601)
 CALIBRATION_BINS = 15
-# The two re-framings of the panel that the model's JSON also records as "framing_accuracy", as
-# it did before the panel existed.
+# The two re-framings of the panel that the model's JSON and metrics.json also record as
+# "framing_accuracy": a field kept for readers written before the panel existed.
 EVALUATION_FRAMINGS = ("crop_80", "pad_120")
 
 
@@ -20,12 +21,23 @@ def accuracy_of(model, faces, labels, tta=False):
     return round(float(np.mean(predict_probabilities(model, faces, tta=tta).argmax(axis=1) == labels)), 4)
 
 
+def robustness_summary(plain_accuracy, shifted):
+    """The panel's record: accuracy under each shift, and the mean and worst drop from plain
+    accuracy, in points (percentage points of accuracy)."""
+    drops = {name: plain_accuracy - accuracy for name, accuracy in shifted.items()}
+    worst = max(drops, key=drops.get)
+    return {"accuracy": round(float(plain_accuracy), 4),
+            "shifts": {name: round(float(accuracy), 4) for name, accuracy in shifted.items()},
+            "mean_drop_points": round(100 * float(np.mean(list(drops.values()))), 2),
+            "worst_drop_points": round(100 * float(drops[worst]), 2), "worst_shift": worst}
+
+
 def robustness_panel(model, faces, labels, tta=False):
     """Accuracy on the faces as they are and under each of shifts.ROBUSTNESS_SHIFTS, with the
-    mean and worst drop (see shifts.robustness_summary)."""
+    mean and worst drop (see robustness_summary)."""
     shifted = {name: accuracy_of(model, shifts.apply_shift(faces, name), labels, tta)
                for name in shifts.ROBUSTNESS_SHIFTS}
-    return shifts.robustness_summary(accuracy_of(model, faces, labels, tta), shifted)
+    return robustness_summary(accuracy_of(model, faces, labels, tta), shifted)
 
 
 def framing_of(panel):

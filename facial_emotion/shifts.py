@@ -31,7 +31,8 @@ ROBUSTNESS_SHIFTS = {
 # The panel's noise is the same on every run: a fixed generator seed.
 PANEL_NOISE_SEED = 0
 
-# Training's random shifts: for each, the probability that a face gets it and the range its
+# Training's random shifts, applied in this order (light first, then what the camera and the
+# file do): for each, the probability that a face gets it and the range its
 # magnitude is drawn from. Each is rare enough that about a sixth of the faces get none of them
 # (0.8 ** 6 * 0.7), so clean faces are still learnt; together they cover the panel's magnitudes
 # and a little beyond. Low resolution, the shift that cost most after a first fine-tune with
@@ -107,32 +108,28 @@ def _noise(face, sigma, generator):
     return face + generator.normal(0.0, sigma, face.shape).astype(np.float32)
 
 
+def _brightness(face, factor):
+    return face * factor
+
+
+# Each kind of shift: its function of (face, magnitude), or of (face, magnitude, generator).
+SHIFT_FUNCTIONS = {"scale": _scale, "shift": _shift, "rotate": _rotate, "brightness": _brightness,
+                   "contrast": _contrast, "gamma": _gamma, "blur": _blur, "low_res": _low_res, "jpeg": _jpeg,
+                   "noise": _noise}
+# The kinds that draw random numbers, and so take a generator.
+RANDOM_KINDS = ("noise",)
+
+
 def shift_face(face, kind, magnitude, generator=None):
     """One face (2-D float array of 0..255 pixels) under one shift; the result is clipped to 0..255.
     `generator` draws the noise (a NumPy Generator or the legacy np.random module)."""
-    face = np.asarray(face, dtype=np.float32)
-    if kind == "scale":
-        out = _scale(face, magnitude)
-    elif kind == "shift":
-        out = _shift(face, magnitude)
-    elif kind == "rotate":
-        out = _rotate(face, magnitude)
-    elif kind == "brightness":
-        out = face * magnitude
-    elif kind == "contrast":
-        out = _contrast(face, magnitude)
-    elif kind == "gamma":
-        out = _gamma(face, magnitude)
-    elif kind == "blur":
-        out = _blur(face, magnitude)
-    elif kind == "low_res":
-        out = _low_res(face, magnitude)
-    elif kind == "jpeg":
-        out = _jpeg(face, magnitude)
-    elif kind == "noise":
-        out = _noise(face, magnitude, generator if generator is not None else np.random.default_rng())
-    else:
+    if kind not in SHIFT_FUNCTIONS:
         raise ValueError(f"unknown shift {kind!r}")
+    face = np.asarray(face, dtype=np.float32)
+    if kind in RANDOM_KINDS:
+        out = SHIFT_FUNCTIONS[kind](face, magnitude, generator if generator is not None else np.random.default_rng())
+    else:
+        out = SHIFT_FUNCTIONS[kind](face, magnitude)
     return np.clip(out, 0, 255).astype(np.float32)
 
 
@@ -152,8 +149,7 @@ def degrade_randomly(face, shifts=RANDOM_SHIFTS):
     Light first, then what the camera and the file do: resolution, blur, noise, compression."""
     face = np.asarray(face, dtype=np.float32)
     plane = face[..., 0] if face.ndim == 3 else face
-    for kind in ("brightness", "contrast", "gamma", "low_res", "blur", "noise", "jpeg"):
-        probability, (low, high) = shifts[kind]
+    for kind, (probability, (low, high)) in shifts.items():  # in RANDOM_SHIFTS's order
         if np.random.random() >= probability:
             continue
         if kind == "gamma":
@@ -162,14 +158,3 @@ def degrade_randomly(face, shifts=RANDOM_SHIFTS):
             magnitude = float(np.random.uniform(low, high))
         plane = shift_face(plane, kind, magnitude, np.random)
     return plane[..., np.newaxis] if face.ndim == 3 else plane
-
-
-def robustness_summary(plain_accuracy, shifted):
-    """The panel's record: accuracy under each shift, and the mean and worst drop from plain
-    accuracy, in points (percentage points of accuracy)."""
-    drops = {name: plain_accuracy - accuracy for name, accuracy in shifted.items()}
-    worst = max(drops, key=drops.get)
-    return {"accuracy": round(float(plain_accuracy), 4),
-            "shifts": {name: round(float(accuracy), 4) for name, accuracy in shifted.items()},
-            "mean_drop_points": round(100 * float(np.mean(list(drops.values()))), 2),
-            "worst_drop_points": round(100 * float(drops[worst]), 2), "worst_shift": worst}

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facial_emotion import blazeface
+from facial_emotion import blazeface, detection
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (see tests/data/README.md)
@@ -135,22 +135,22 @@ def tilted(photo, angle):
 def test_align_crop_turns_a_tilted_face_upright(detector):
     photo = tilted(read_rgb(ASTRONAUT), 25)
     [face] = detector.detect(photo)
-    assert blazeface.eye_angle(face) == pytest.approx(-25, abs=6)
+    assert detection.eye_angle(face) == pytest.approx(-25, abs=6)
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-    upright = blazeface.align_crop(gray, face, blazeface.FER_MARGIN, size=128)
-    plain = blazeface.align_crop(gray, blazeface.Detection(face.box, face.score, None), blazeface.FER_MARGIN, size=128)
+    upright = detection.align_crop(gray, face, detection.FACE_MARGIN, size=128)
+    plain = detection.align_crop(gray, blazeface.Detection(face.box, face.score, None), detection.FACE_MARGIN, size=128)
     assert upright.shape == plain.shape == (128, 128)
     # Read the crops again: the aligned one's eye line is level, the plain one's still tilted.
     [again] = detector.detect(np.stack([upright] * 3, axis=-1))
     [plain_again] = detector.detect(np.stack([plain] * 3, axis=-1))
-    assert abs(blazeface.eye_angle(again)) < 5
-    assert abs(blazeface.eye_angle(plain_again)) > 15
+    assert abs(detection.eye_angle(again)) < 5
+    assert abs(detection.eye_angle(plain_again)) > 15
 
 
 def test_eye_angle_ignores_mirroring():
     keypoints = np.zeros((6, 2))
     keypoints[0], keypoints[1] = [60, 50], [20, 40]  # the eyes in a mirrored picture
-    assert blazeface.eye_angle(blazeface.Detection([0, 0, 80, 80], 0.9, keypoints)) == pytest.approx(14.04, abs=0.01)
+    assert detection.eye_angle(blazeface.Detection([0, 0, 80, 80], 0.9, keypoints)) == pytest.approx(14.04, abs=0.01)
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not an onnx model at all" * 10])

@@ -5,7 +5,7 @@
 FER-2013 validation faces are drawn 160 px wide into 640x480 pictures, each tilted by a random
 15-30 degrees either way (and, as a control, upright). BlazeFace finds them; each found face is
 classified by the shipped model (ONNX Runtime) twice: cropped from its box as predict.py crops
-it, and cropped by blazeface.align_crop, rotated so the eye line is level. Accuracy of both.
+it, and cropped by detection.align_crop, rotated so the eye line is level. Accuracy of both.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_DIR))
-from facial_emotion import blazeface  # noqa: E402
+from facial_emotion import blazeface, detection  # noqa: E402
 from facial_emotion.detection import FACE_MARGIN, crop_face  # noqa: E402
 from facial_emotion.images import load_face, preprocess_face  # noqa: E402
 from facial_emotion.saved_model import DEFAULT_MODEL_PATH, load_model, predict_probabilities  # noqa: E402
@@ -71,7 +71,7 @@ def main():
             from PIL import Image
 
             plain.append(crop_face(Image.fromarray(picture), faces[0].box))
-            upright = blazeface.align_crop(picture, faces[0], FACE_MARGIN)
+            upright = detection.align_crop(picture, faces[0], FACE_MARGIN)
             aligned.append(preprocess_face(Image.fromarray(upright)))
             labels.append(label)
         labels = np.asarray(labels)

@@ -19,7 +19,7 @@ half-covered faces, false boxes per scene (matching no face) with and without fa
 true side, box centre offset, and milliseconds per 640x480 frame.
 
 Alignment: FER faces pasted 160 px wide, tilted 15-30 degrees either way and, at the same
-place, upright. The plain box crop keeps the applied tilt; blazeface.align_crop levels the eye
+place, upright. The plain box crop keeps the applied tilt; detection.align_crop levels the eye
 line, so its crop's tilt relative to the FER original is |applied tilt + eye-line angle read|,
 which is the FER face's own head roll plus keypoint error. The rotation error (applied tilt
 against the change in the eye-line reading between the tilted and upright paste) isolates the
@@ -40,7 +40,7 @@ import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_DIR))
-from facial_emotion import blazeface  # noqa: E402
+from facial_emotion import blazeface, detection  # noqa: E402
 
 CANVAS = (640, 480)  # a VGA video frame, the size predict.py meets most often in video
 FACE_SIDES = (30, 300)  # px: from a face in a group photo to one that fills most of the frame
@@ -312,7 +312,7 @@ def measure_alignment(faces, photo, count, first_seed):
             paste(scene, face, alpha, centre, angle)
             detections = detector.detect(scene)
             pairs = match([truth], [detection.box for detection in detections])
-            readings.append(blazeface.eye_angle(detections[pairs[0][1]]) if pairs else None)
+            readings.append(detection.eye_angle(detections[pairs[0][1]]) if pairs else None)
         if readings[0] is None:
             continue
         found += 1
