@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from facial_emotion import evaluation, plots, shifts
-from facial_emotion.api import detect_emotion  # noqa: F401  the design's seeds import it from here
+# `from emotion_recognition import detect_emotion` is how the earliest scripts of this kind call a model.
+from facial_emotion.api import detect_emotion  # noqa: F401
 from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line
 from facial_emotion.fer2013_csv import import_fer2013_csv
 from facial_emotion.files import (PROJECT_DIR, RunLock, claim_run_folder, portable_command, portable_path,
@@ -441,7 +442,7 @@ def distribution(distribute):
     if distribute == "multi-worker":
         if not os.environ.get("TF_CONFIG"):
             raise UserError("--distribute multi-worker needs TF_CONFIG, the cluster and this worker's task "
-                            "(see README, \"More than one GPU or machine\")")
+                            "(see README, \"Training\")")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")

@@ -10,9 +10,10 @@ import stat
 import tempfile
 from pathlib import Path
 
-from facial_emotion.errors import UserError
+from facial_emotion.errors import UserError, first_line
 
-# Paths in the project are taken from the package's folder, never from the working directory.
+# The project's own files (models/, dataset/) are found from the package's folder, never from the
+# working directory.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The lock file of a run folder; hidden, so that it never counts as the folder holding files.
 LOCK_NAME = ".run.lock"
@@ -103,14 +104,14 @@ def read_json(path, what="file"):
             raise UserError(f"{path}: not a valid {what} (over {MAX_JSON_BYTES // 1_000_000} MB)")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: unreadable {what} ({first_words(error)})") from None
+        raise UserError(f"{path}: unreadable {what} ({describe_oserror(error) if isinstance(error, OSError) else first_line(error)})") from None
     depth = max_bracket_depth(text)
     if depth > MAX_JSON_DEPTH:
         raise UserError(f"{path}: not a valid {what} (nested {depth} levels deep)")
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise UserError(f"{path}: not a valid {what} ({first_words(error)})") from None
+        raise UserError(f"{path}: not a valid {what} ({first_line(error)})") from None
 
 
 def max_bracket_depth(text):
@@ -124,10 +125,6 @@ def max_bracket_depth(text):
         elif character in "]}":
             depth -= 1
     return deepest
-
-
-def first_words(error):
-    return (getattr(error, "strerror", None) or str(error)).splitlines()[0][:200]
 
 
 def file_sha256(path):

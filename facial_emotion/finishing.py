@@ -1,6 +1,7 @@
 """The training side's finishing steps on a trained Keras model: batch-norm statistics recomputed,
 the class prior restored, and the ONNX export checked against Keras. Each computes and returns a
-record for the model's JSON; emotion_recognition.finish_model writes the files.
+record for the model's JSON (the export also writes the .onnx file it checked);
+emotion_recognition.finish_model runs them in order and writes the model and its JSON.
 
 This module imports TensorFlow; prediction never imports it.
 """

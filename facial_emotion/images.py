@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facial_emotion.errors import UserError
+from facial_emotion.errors import UserError, first_line
 from facial_emotion.files import check_regular_file
 
 # FER-2013's native resolution; every face is brought to this size before the model sees it.
@@ -65,7 +65,7 @@ def read_image(path):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{path}: refused: its declared size could take gigabytes to decode") from None
     except Exception as error:  # Pillow's plug-ins raise many types for a broken file (DDS: NotImplementedError)
-        raise UserError(f"{path}: broken image ({str(error).splitlines()[0][:200] if str(error) else type(error).__name__})") from None
+        raise UserError(f"{path}: broken image ({first_line(error)})") from None
 
 
 def check_size(path, width, height):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion.errors import UserError
+from facial_emotion.errors import UserError, first_line
 from facial_emotion.files import create_new_file, replace_atomically
 
 # What matplotlib writes, by suffix; anything else is refused before any work.
@@ -49,7 +49,7 @@ def _save_figure(figure, path, new=False):
         else:
             replace_atomically(path, write)
     except (ValueError, RuntimeError) as error:  # matplotlib could not draw it
-        raise UserError(f"{path}: cannot be drawn ({str(error).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: cannot be drawn ({first_line(error)})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ class Outputs:
 
 
 def get_writers(class_names, top_k=1, as_json=False, csv_path=None):
-    """The writers of a run (whisper's get_writer, one per format): text lines or JSON on stdout,
+    """The writers of a run, one per format (as openai/whisper's get_writer): text lines or JSON on stdout,
     and a CSV file when asked for."""
     stdout = Stdout()
     writers = [JsonWriter(stdout) if as_json else TextWriter(stdout, top_k)]

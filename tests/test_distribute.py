@@ -58,4 +58,4 @@ def test_multi_worker_without_tf_config_is_one_line(tmp_path, monkeypatch):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line == "error: --distribute multi-worker needs TF_CONFIG, the cluster and this worker's task " \
-                   "(see README, \"More than one GPU or machine\")"
+                   "(see README, \"Training\")"

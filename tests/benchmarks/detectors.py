@@ -1,4 +1,4 @@
-"""Haar against MTCNN on the same pictures: faces found and time per picture.
+"""Every detector (BlazeFace, Haar, MTCNN) on the same pictures: faces found and time per picture.
 
     python tests/benchmarks/detectors.py
 
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import predict  # noqa: E402
+from facial_emotion.detection import DETECTORS, FaceDetector  # noqa: E402
 from test_faces import ASTRONAUT, no_face_picture, two_face_picture  # noqa: E402
 
 ROUNDS = 3
@@ -46,10 +46,10 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder:
         images = {name: np.asarray(image) for name, image in pictures(Path(folder)).items()}
-    detectors = {kind: predict.FaceDetector(kind) for kind in ("haar", "mtcnn")}
+    detectors = {kind: FaceDetector(kind) for kind in DETECTORS}
     for detector in detectors.values():
         detector.detect(images["photo (1 face)"])  # warm-up
-    print(f"{'picture':30s} {'haar faces':>10s} {'haar ms':>8s} {'mtcnn faces':>11s} {'mtcnn ms':>9s}")
+    print(f"{'picture':30s}" + "".join(f" {kind + ' faces':>15s} {kind + ' ms':>12s}" for kind in detectors))
     for name, image in images.items():
         row = []
         for detector in detectors.values():
@@ -59,7 +59,7 @@ def main():
                 found = detector.detect(image)
                 times.append((time.perf_counter() - started) * 1000)
             row += [len(found), statistics.median(times)]
-        print(f"{name:30s} {row[0]:>10d} {row[1]:>8.0f} {row[2]:>11d} {row[3]:>9.0f}")
+        print(f"{name:30s}" + "".join(f" {faces:>15d} {ms:>12.0f}" for faces, ms in zip(row[::2], row[1::2])))
 
 
 if __name__ == "__main__":

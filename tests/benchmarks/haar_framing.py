@@ -4,7 +4,7 @@
 
 Each FER-2013 face is upscaled 4x (192 px) and pasted at a random place into a 640x480 picture
 whose background repeats the face's edge pixels outward (so there is no hard square border for
-the detector to lock on to). The Haar detector of predict.py then looks for it, as it would in a
+the detector to lock on to). The Haar detector (facial_emotion/detection.py) then looks for it, as it would in a
 user's photo. For every face found whose box overlaps the pasted face, the script records the
 box's side relative to the FER-2013 face's side and the offset of the box's centre. The crop
 margin that gives back FER-2013's framing is (1 / ratio - 1) / 2 on each side.
@@ -20,7 +20,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import emotion_recognition as er  # noqa: E402
-import predict  # noqa: E402
+from facial_emotion.detection import FACE_MARGIN, FaceDetector  # noqa: E402
+from facial_emotion.images import read_image, to_grayscale  # noqa: E402
 
 SCALE = 4
 CANVAS = (640, 480)
@@ -44,12 +45,12 @@ def main():
     files = sorted(path for name in er.list_class_folders(args.data) for path in er.list_images(args.data / name))
     rng = np.random.default_rng(0)
     picks = rng.choice(len(files), size=min(args.faces, len(files)), replace=False)
-    detector = predict.FaceDetector("haar")
+    detector = FaceDetector("haar")
     ratios, offsets_x, offsets_y, found = [], [], [], 0
     for index in picks:
-        face = np.asarray(er.to_grayscale(er.read_image(files[index])))
+        face = np.asarray(to_grayscale(read_image(files[index])))
         picture, (x, y, side) = paste(face, rng)
-        boxes = detector.detect(picture)
+        boxes = [detection.box for detection in detector.detect(picture)]
         hits = [box for box in boxes if abs(box[0] + box[2] / 2 - (x + side / 2)) < side / 2
                 and abs(box[1] + box[3] / 2 - (y + side / 2)) < side / 2]
         if not hits:
@@ -66,7 +67,7 @@ def main():
     print(f"box centre offset (share of the face side): x median {statistics.median(offsets_x):+.3f}, "
           f"y median {statistics.median(offsets_y):+.3f}")
     print(f"margin on each side that gives FER-2013's framing: {(1 / ratio - 1) / 2:.3f} "
-          f"(predict.py uses {predict.FACE_MARGIN})")
+          f"(detection.py uses {FACE_MARGIN})")
 
 
 if __name__ == "__main__":

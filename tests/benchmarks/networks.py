@@ -58,7 +58,6 @@ def build(name, num_classes=7):
         er.ARCHITECTURES.setdefault(name, VGG_VARIANTS[name])
     if name in er.ARCHITECTURES:
         return er.build_model(num_classes, name)
-    keras = er.import_keras()
-    model = {"seed": seed_network, "small": small_network}[name](keras, num_classes)
-    er.compile_model(model, er.DEFAULT_LEARNING_RATE)
+    model = {"seed": seed_network, "small": small_network}[name](er.keras, num_classes)
+    er.compile_model(model, er.TrainConfig.learning_rate)
     return model
