@@ -191,6 +191,19 @@ def create_new_file(path, write, what="file"):
             remove_quietly(partial)
 
 
+def give_name(partial, path, what="file"):
+    """Give a finished partial file its name, only if that name is still free (never over a
+    file), and remove the partial either way."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise UserError(f"{path}: appeared during the run; the {what} was not written over it") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot write {what} ({describe_oserror(error)})") from None
+    finally:
+        remove_quietly(partial)
+
+
 def remove_quietly(path):
     try:
         os.unlink(path)

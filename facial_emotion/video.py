@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from facial_emotion.errors import UserError, quiet_native_stderr
-from facial_emotion.files import check_regular_file, remove_quietly, temporary_path
+from facial_emotion.files import check_regular_file, give_name, remove_quietly, temporary_path
 from facial_emotion.images import MAX_IMAGE_PIXELS, check_size
 
 # Containers that do not know their frame rate report 0 or nonsense; 25 is the PAL default.
@@ -93,16 +93,9 @@ class VideoWriter:
 
     def close(self, keep=True):
         """Finish the file and name it (`keep`), or throw it away."""
-        import os
-
         with quiet_native_stderr():
             self.writer.release()
-        try:
-            if keep:
-                os.link(self.partial, self.path)
-        except FileExistsError:
-            raise UserError(f"{self.path}: appeared while the video was written; the annotated copy was not kept") from None
-        except OSError as error:
-            raise UserError(f"{self.path}: cannot write annotated video ({error.strerror or error})") from None
-        finally:
+        if keep:
+            give_name(self.partial, self.path, "annotated video")
+        else:
             remove_quietly(self.partial)

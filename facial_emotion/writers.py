@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facial_emotion.errors import UserError, one_line
-from facial_emotion.files import create_new_file, describe_oserror, remove_quietly, temporary_path
+from facial_emotion.files import create_new_file, describe_oserror, give_name, remove_quietly, temporary_path
 from facial_emotion.images import to_rgb
 from facial_emotion.video import VideoWriter
 
@@ -163,13 +163,10 @@ class CsvWriter:
             return
         try:
             self.handle.close()
-            os.link(self.partial, self.path)
-        except FileExistsError:
-            raise UserError(f"{self.path}: appeared during the run; the rows were not written over it") from None
         except OSError as error:
-            raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
-        finally:
             remove_quietly(self.partial)
+            raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
+        give_name(self.partial, self.path, "CSV")
 
 
 class Outputs:

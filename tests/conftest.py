@@ -1,6 +1,8 @@
 """Shared fixtures: small class-folder trees made from the real FER-2013 sample in dataset/."""
 
+import contextlib
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -47,3 +49,18 @@ def trained_run(tmp_path_factory):
                       "--batch-size", "8", "--seed", "1"])
     assert status == 0
     return {"data": data, "output": output, "model": output / "emotion_model.h5"}
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail, rather than hang, when the block takes longer: an open() of a FIFO blocks forever."""
+    def expired(number, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

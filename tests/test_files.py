@@ -1,6 +1,5 @@
 """facial_emotion.files: folder walks, whole-or-nothing writes, JSON reading, run-folder locks."""
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import deadline
 from facial_emotion.errors import UserError
 from facial_emotion.files import (LOCK_NAME, RunLock, claim_run_folder, create_new_file, read_json,
                                   replace_atomically, walk_files)
@@ -17,19 +17,6 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 ANY = lambda name: True  # noqa: E731
 
 
-@contextlib.contextmanager
-def deadline(seconds):
-    """Fail, rather than hang, when the block takes longer: an open() of a FIFO blocks forever."""
-    def expired(number, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def touch(path, content=b"x"):

@@ -1,8 +1,6 @@
 """facial_emotion.images: reading any image file upright, to 8-bit grayscale, safely."""
 
-import contextlib
 import os
-import signal
 import struct
 import time
 import zlib
@@ -11,22 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import deadline
 from facial_emotion.errors import UserError
 from facial_emotion.images import MAX_IMAGE_PIXELS, load_face, read_image, to_grayscale
 
 
-@contextlib.contextmanager
-def deadline(seconds):
-    def expired(number, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def png_header(width, height):
