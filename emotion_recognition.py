@@ -351,7 +351,9 @@ class RunState(keras.callbacks.Callback):
     """What --resume needs, saved after every epoch: the model with its optimizer
     (last_checkpoint.keras), the best model so far (emotion_model.h5, replaced atomically only
     when validation accuracy improves) and the callbacks' counters (training_state.json). It
-    comes after every other callback, so it saves what they have updated."""
+    comes after every other callback, so it saves what they have updated. Keras's
+    BackupAndRestore keeps only the model, optimizer and epoch; resume also needs early
+    stopping's and the plateau schedule's counters, the clock of --time-limit and the best epoch."""
 
     def __init__(self, output_dir, record, report, early_stopping, reduce_lr=None, resume_state=None):
         super().__init__()

@@ -117,3 +117,20 @@ def test_an_image_just_under_100_megapixels_is_not_refused_for_its_size(tmp_path
     with pytest.raises(UserError) as error:
         read_image(path)
     assert "refused" not in str(error.value)
+
+
+def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+        buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(data[:data.rindex(b"\xff\xd9")] + last_scan * 2000 + b"\xff\xd9")
+    with deadline(5), pytest.raises(UserError, match="progressive JPEG of 20"):
+        read_image(path)
+    ordinary = tmp_path / "ordinary.jpg"
+    ordinary.write_bytes(data)
+    assert read_image(ordinary).size == (64, 64)
