@@ -7,7 +7,7 @@ do. Prediction from Python:
 
     from facial_emotion import detect_emotion, find_emotions
     detect_emotion("dataset/validation/happy/PublicTest_10130075.jpg")   # ('happy', 94.7)
-    find_emotions("tests/data/astronaut.jpg")                           # [Face(box=[177, 66, 95, 95], ...)]
+    find_emotions("tests/data/astronaut.jpg")                           # [Face(box=[164, 57, 119, 119], ...)]
 """
 
 from facial_emotion.api import detect_emotion, find_emotions  # noqa: F401
