@@ -31,7 +31,8 @@ import numpy as np
 from facial_emotion import evaluation, plots, shifts
 # `from emotion_recognition import detect_emotion` is how the earliest scripts of this kind call a model.
 from facial_emotion.api import detect_emotion  # noqa: F401
-from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line
+from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line,
+                                   quiet_python_warnings)
 from facial_emotion.fer2013_csv import import_fer2013_csv
 from facial_emotion.files import (PROJECT_DIR, RunLock, claim_run_folder, portable_command, portable_path,
                                   portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
@@ -855,7 +856,7 @@ def config_from_args(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        with StopSignals() as stop:
+        with StopSignals() as stop, quiet_python_warnings():  # matplotlib's and NumPy's: one line says it
             if args.import_csv:
                 import_fer2013_csv(args.import_csv, args.data_dir, overwrite=args.overwrite)
             elif args.resume:
