@@ -58,10 +58,9 @@ class FaceDetector:
 
             try:
                 self.photo_detector = blazeface.BlazeFaceDetector()
-                # Video frames skip faces under 48 px: a third of the work (blazeface.VIDEO_MIN_FACE_SIDE).
-                self.video_detector = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE)
             except ValueError as error:
                 raise UserError(str(error)) from None
+            self.video_detector = None  # made for the first video frame: a photo needs none
         elif kind == "haar":
             import cv2
 
@@ -84,7 +83,14 @@ class FaceDetector:
         """Detections in an RGB uint8 array [h, w, 3], in its pixels, largest first; `video`: a
         frame of a video, where BlazeFace looks for faces of 48 px and more only."""
         if self.kind == "blazeface":  # it brings the picture to its own scales
-            return (self.video_detector if video else self.photo_detector).detect(rgb)
+            if not video:
+                return self.photo_detector.detect(rgb)
+            if self.video_detector is None:
+                from facial_emotion import blazeface
+
+                # Video frames skip faces under 48 px: a third of the work (blazeface.VIDEO_MIN_FACE_SIDE).
+                self.video_detector = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE)
+            return self.video_detector.detect(rgb)
         height, width = rgb.shape[:2]
         scale = min(1.0, DETECTION_MAX_SIDE / max(height, width))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
