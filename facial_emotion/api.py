@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from facial_emotion.detection import FaceDetector
-from facial_emotion.images import check_size, load_face, read_image
+from facial_emotion.images import load_face
 from facial_emotion.pipeline import Classifier, Pipeline, Result
 from facial_emotion.saved_model import DEFAULT_MODEL_PATH, load_model, metadata_path, onnx_path
 
@@ -56,8 +56,6 @@ def find_emotions(image_path, model_path=DEFAULT_MODEL_PATH, detector="blazeface
     photo's pixels, emotion, confidence 0..1, scores of every class). A photo with no face gives
     an empty list; a file that cannot be read raises facial_emotion.errors.UserError."""
     pipeline = Pipeline(load_classifier(model_path, runtime, tta), _cached_detector(detector))
-    image = read_image(image_path)
-    check_size(image_path, image.width, image.height)
     result = Result(str(image_path))
-    pipeline.classify([(result, pipeline.find(image))])
+    pipeline.classify([(result, pipeline.read_photo(image_path)[1])])
     return result.faces

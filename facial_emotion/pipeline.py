@@ -114,6 +114,12 @@ class Pipeline:
         """Detect and crop: [(Detection, model input)] of one upright PIL image or video frame."""
         return find_faces(image, self.detector, video)
 
+    def read_photo(self, path):
+        """A photo file read, checked and searched: (its upright image, [(Detection, model input)])."""
+        image = read_image(path)
+        check_size(path, image.width, image.height)
+        return image, self.find(image)
+
     def classify(self, pending):
         """Fill in the faces of many results with one model call: pending is
         [(result, [(Detection, model input)])]."""
@@ -136,9 +142,7 @@ class Pipeline:
             waiting.append(result)
             started = started or time.monotonic()
             try:
-                image = read_image(path)
-                check_size(path, image.width, image.height)
-                found = self.find(image)
+                image, found = self.read_photo(path)
             except UserError as error:
                 result.error = str(error)
             else:
