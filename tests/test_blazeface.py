@@ -92,6 +92,57 @@ def test_boxes_are_clipped_to_the_picture(detector):
         assert 0 <= x and 0 <= y and x + w <= photo.shape[1] and y + h <= photo.shape[0]
 
 
+def covered_astronaut(scale):
+    """The test photo with the lower 55% of her face under a dark band (a hand, a mask), shrunk
+    by `scale`; returns it and her uncovered face's box at that scale."""
+    photo = read_rgb(ASTRONAUT)
+    x, y, side = 164, 57, 119  # the detector's box on the uncovered face
+    photo[y + round(0.45 * side):y + side, x:x + side] = (40, 40, 40)
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return small, [round(value * scale) for value in (x, y, side, side)]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_a_second_look_finds_a_half_covered_face_that_one_look_misses(detector, scale):
+    photo, box = covered_astronaut(scale)
+    assert blazeface.BlazeFaceDetector(second_look=False).detect(photo) == []
+    [face] = detector.detect(photo)  # and none of the half-scoring false boxes elsewhere
+    assert iou(face.box, box) >= 0.5
+    assert face.score >= blazeface.CONFIRM_SCORE
+    assert face.keypoints.shape == (6, 2)
+
+
+def test_only_candidates_apart_from_sure_faces_get_a_second_look_and_at_most_so_many(monkeypatch):
+    detector = blazeface.BlazeFaceDetector()
+    looked = []
+    monkeypatch.setattr(detector, "look_again", lambda rgb, box: looked.append(box) or 0.9)
+    sure = (np.float32([[100, 100, 50, 50]]), np.float32([0.9]), np.zeros((1, 6, 2), np.float32))
+    overlapping = [[105, 102, 50, 50], [110, 110, 20, 20], [90, 90, 80, 80]]  # IoU, inside it, holding it
+    apart = [[300 + 30 * index, 300, 25, 25] for index in range(blazeface.MAX_SECOND_LOOKS + 2)]
+    boxes = np.float32(overlapping + apart)
+    scores = np.linspace(0.69, 0.5, len(boxes)).astype(np.float32)  # the overlapping ones best
+    candidates = (boxes, scores, np.zeros((len(boxes), 6, 2), np.float32))
+    boxes_out, scores_out, keypoints_out = detector.add_confirmed(np.zeros((480, 640, 3), np.uint8), sure, candidates)
+    assert len(looked) == blazeface.MAX_SECOND_LOOKS
+    assert boxes_out.tolist() == sure[0].tolist() + apart[:blazeface.MAX_SECOND_LOOKS]
+    assert scores_out.tolist() == pytest.approx([0.9] * (1 + blazeface.MAX_SECOND_LOOKS))
+    assert len(keypoints_out) == len(boxes_out)
+    monkeypatch.setattr(detector, "look_again", lambda rgb, box: blazeface.CONFIRM_SCORE - 0.01)  # not confirmed
+    assert detector.add_confirmed(np.zeros((480, 640, 3), np.uint8), sure, candidates)[0].tolist() == sure[0].tolist()
+
+
+def test_video_frames_get_no_second_look(monkeypatch):
+    looks = []
+    second_look = blazeface.BlazeFaceDetector.look_again
+    monkeypatch.setattr(blazeface.BlazeFaceDetector, "look_again",
+                        lambda self, rgb, box: looks.append(box) or second_look(self, rgb, box))
+    faces = detection.FaceDetector("blazeface")
+    photo, _ = covered_astronaut(0.5)
+    faces.detect(photo, video=True)
+    assert looks == []
+    assert len(faces.detect(photo)) == 1 and looks
+
+
 def test_anchor_grid_of_the_trained_input_size():
     anchors = blazeface.anchor_centres(128, 128)
     assert anchors.shape == (896, 2)  # 16 x 16 x 2 + 8 x 8 x 6
