@@ -6,7 +6,8 @@
     python emotion_recognition.py --resume runs/fer2013
     python emotion_recognition.py --evaluate models/emotion_model.h5 \\
         --test-dir dataset/validation --output-dir runs/eval
-    python emotion_recognition.py --export-onnx runs/old/emotion_model.h5
+    python emotion_recognition.py --average runs/a/emotion_model.h5 runs/b/emotion_model.h5 \
+        --data-dir ../shared/fer2013 --output-dir runs/average
     python emotion_recognition.py --import-csv fer2013.csv --data-dir fer2013_folders
 
 The file reads in the order data flows: settings, data, model, training, finishing, evaluation,
@@ -34,8 +35,9 @@ from facial_emotion.api import detect_emotion  # noqa: F401
 from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line,
                                    quiet_python_warnings)
 from facial_emotion.fer2013_csv import import_fer2013_csv
-from facial_emotion.files import (PROJECT_DIR, RunLock, claim_run_folder, portable_command, portable_path,
-                                  portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
+from facial_emotion.files import (PROJECT_DIR, RunLock, check_training_state, claim_run_folder, portable_command,
+                                  portable_path, portable_record, read_json, replace_atomically, walk_files,
+                                  write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
@@ -61,11 +63,10 @@ MIN_LEARNING_RATE = 1e-5
 # Batch normalisation's moving averages follow the last ~10 batches, not Keras's ~100: on the
 # 22-batch epochs of the quick start, 0.99 left validation at chance for 15+ epochs.
 BATCH_NORM_MOMENTUM = 0.9
-# The networks: filters per block, convolutions per block, dropout after each block and in the
-# dense head. `default` is sized for a 45-minute run on 2 CPU cores: narrow in the blocks at
-# 48x48 and 24x24, which take most of the time, wider at 12x12 and 6x6 where filters are cheap;
-# one convolution at 48x48 saves 15-20% of the CPU time at no loss. Its dropout is light: in 45
-# minutes it under-fits. `wide` is for long runs (the shipped model), with heavier dropout.
+# The networks: filters and convolutions per block, dropout after each block and in the head.
+# `default` is sized for 45 minutes on 2 CPU cores: narrow at 48x48 and 24x24, which take most of
+# the time (one convolution at 48x48 saves 15-20% at no loss), wider at 12x12 and 6x6, light
+# dropout (in 45 minutes it under-fits). `wide` is for long runs (the shipped model).
 ARCHITECTURES = {
     "default": dict(widths=(16, 32, 96, 192), convolutions=(1, 2, 2, 2), dropout=(0.0, 0.0, 0.05, 0.1, 0.25)),
     "wide": dict(widths=(32, 64, 128, 256), convolutions=(2, 2, 2, 2), dropout=(0.0, 0.1, 0.15, 0.2, 0.4)),
@@ -78,15 +79,12 @@ DENSE_UNITS = 256
 # shifts of a few pixels mimic real detector crops; faces are left-right symmetric.
 AUGMENTATION = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1,
                     horizontal_flip=True, fill_mode="nearest")
-# Framing: each training face is also scaled by a random factor in this range (log-uniform, the
-# same in x and y), from a crop of 75% of the side to a face padded to 130%: a detector's box, or
-# another data set, frames faces tighter or looser than FER-2013. Then come light, resolution,
-# blur, noise and JPEG shifts, each with a probability (shifts.RANDOM_SHIFTS): the faces a
-# detector finds in photos and video.
+# Framing: each training face is also scaled by a random factor (log-uniform) from a crop of 75%
+# of the side to 130% padding: detectors and other data sets frame faces unlike FER-2013. Then
+# come the light, resolution, blur, noise and JPEG shifts of shifts.RANDOM_SHIFTS.
 FRAMING_SCALE = (0.75, 1.3)
-# --distribute: Keras's own strategies. The global batch is --batch-size per replica times the
-# replicas, and the learning rate grows with it (Goyal et al.'s linear scaling rule, "Accurate,
-# large minibatch SGD", 2017), so one replica trains exactly as without a strategy.
+# --distribute: Keras's own strategies. The global batch and the learning rate grow with the
+# replicas (Goyal et al.'s linear scaling rule, 2017): one replica trains as without a strategy.
 DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
 # A run folder's resumable state: the callbacks' counters, and the model with its optimizer.
 STATE_FILE = "training_state.json"
@@ -110,6 +108,7 @@ class TrainConfig:
     max_batches: int = None  # caps each epoch (--dry-run)
     init_model: str = None  # a saved model whose weights start the run
     distribute: str = "none"  # one of DISTRIBUTIONS
+    optimizer: str = "adam"  # or "sgd": Nesterov momentum 0.9, weight decay 1e-4 (see make_optimizer)
 
     @classmethod
     def from_saved(cls, saved, source):
@@ -161,9 +160,8 @@ def list_class_folders(split_dir):
 
 
 def list_images(class_dir, skipped=None):
-    """The image files of one class folder and its subfolders: exactly the files training counts,
-    checks and reads. Links that lead out of the folder and anything but regular files are left
-    out, and appended to `skipped` as (path, reason)."""
+    """The image files of one class folder and its subfolders, those training counts and reads:
+    links out of the folder and non-regular files are left out, appended to `skipped`."""
     return walk_files(class_dir, is_image_file, confine=True, skipped=skipped)
 
 
@@ -217,7 +215,7 @@ def load_split(split_dir, class_names, log=print):
 # =============================================================================================
 # Model
 # =============================================================================================
-def build_model(num_classes, architecture="default", learning_rate=TrainConfig.learning_rate):
+def build_model(num_classes, architecture="default", learning_rate=TrainConfig.learning_rate, optimizer="adam"):
     """A compiled Keras Sequential CNN: 48x48x1 raw pixels in, class probabilities out.
 
     VGG-style blocks of 3x3 convolutions, each with batch norm and ReLU, then max pooling and
@@ -240,16 +238,22 @@ def build_model(num_classes, architecture="default", learning_rate=TrainConfig.l
               # float32 even under mixed precision: a softmax in float16 loses small probabilities.
               layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")]
     model = keras.Sequential(stack, name=f"emotion_cnn_{architecture}")
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, optimizer)
     return model
 
 
-def compile_model(model, learning_rate, optimizer=None):
-    """Adam (or a resumed run's own optimizer, state and all) on integer labels."""
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
+def make_optimizer(name, learning_rate):
+    """adam, or sgd: Nesterov momentum 0.9, weight decay 1e-4 (best in Khaireddin & Chen, 2021)."""
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def compile_model(model, learning_rate, optimizer="adam"):
+    """The named optimizer (or a resumed run's own, state and all) on integer labels."""
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate) if isinstance(optimizer, str) else optimizer,
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  # XLA on CPU ran convolutions several times slower than oneDNN's kernels here.
-                  jit_compile=False)
+                  jit_compile=False)  # XLA on CPU ran convolutions several times slower than oneDNN here
 
 
 # =============================================================================================
@@ -349,12 +353,11 @@ class EpochReport(keras.callbacks.Callback):
 
 
 class RunState(keras.callbacks.Callback):
-    """What --resume needs, saved after every epoch: the model with its optimizer
-    (last_checkpoint.keras), the best model so far (emotion_model.h5, replaced atomically only
-    when validation accuracy improves) and the callbacks' counters (training_state.json). It
-    comes after every other callback, so it saves what they have updated. Keras's
-    BackupAndRestore keeps only the model, optimizer and epoch; resume also needs early
-    stopping's and the plateau schedule's counters, the clock of --time-limit and the best epoch."""
+    """What --resume needs, saved after every epoch, after every other callback: the model with
+    its optimizer (last_checkpoint.keras), the best model so far (emotion_model.h5, replaced when
+    validation accuracy improves) and the callbacks' counters (training_state.json). Keras's
+    BackupAndRestore keeps only model, optimizer and epoch, not early stopping's and the plateau
+    schedule's counters, the clock of --time-limit or the best epoch."""
 
     def __init__(self, output_dir, record, report, early_stopping, reduce_lr=None, resume_state=None):
         super().__init__()
@@ -391,15 +394,12 @@ class RunState(keras.callbacks.Callback):
         save_model_atomically(self.model, self.output_dir / LAST_CHECKPOINT)
         stopping, reduce_lr = self.early_stopping, self.reduce_lr
         write_json_atomically({
-            "epochs_done": epoch + 1,
-            "elapsed_seconds": round(self.report.elapsed(), 1),
+            "epochs_done": epoch + 1, "elapsed_seconds": round(self.report.elapsed(), 1),
             "early_stopping": {"wait": stopping.wait, "best": json_number(stopping.best),
                                "best_epoch": stopping.best_epoch},
             "reduce_lr": ({"wait": reduce_lr.wait, "best": json_number(reduce_lr.best),
                            "cooldown_counter": reduce_lr.cooldown_counter} if reduce_lr else None),
-            "checkpoint_best": self.best,
-            "stopped": bool(self.model.stop_training),
-            "settings": self.record,
+            "checkpoint_best": self.best, "stopped": bool(self.model.stop_training), "settings": self.record,
         }, self.output_dir / STATE_FILE)
 
 
@@ -460,9 +460,8 @@ def distribution(distribute):
 
 
 def check_training_input(config, resume_state=None):
-    """Every check a user can fail before anything is written: the data's splits and classes,
-    and that --init-model knows those classes. Returns (train_dir, validation_dir, class_names,
-    architecture)."""
+    """The checks a user can fail before anything is written: the splits, the classes, and that
+    --init-model knows them. Returns (train_dir, validation_dir, class_names, architecture)."""
     train_dir, validation_dir = find_splits(config.data_dir)
     class_names = check_class_folders(train_dir, min_images=2)
     check_class_folders(validation_dir, class_names)
@@ -587,9 +586,9 @@ def make_training_model(output_dir, model_path, class_names, config, replicas, r
                 "temperature_tta": 1.0, "training": dict(record, tensorflow_version=tf.__version__,
                                                          keras_version=keras.__version__, cpu_count=os.cpu_count())}
     if config.init_model is None:
-        return build_model(len(class_names), config.architecture, learning_rate), metadata, 0
+        return build_model(len(class_names), config.architecture, learning_rate, config.optimizer), metadata, 0
     model, start = load_model(config.init_model, described_as=described_model_path(config.init_model))
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, config.optimizer)
     log(f"starting from the weights of {config.init_model}")
     # The chain of runs behind the model: how its starting weights were made.
     metadata["training"]["initialised_from"] = {
@@ -613,21 +612,7 @@ def read_training_state(output_dir, required=True):
         if not required:
             return None
         raise UserError(f"{output_dir}: no {STATE_FILE}; not a run folder that can be resumed")
-    state = read_json(path, "training state")
-    number = (int, float)
-    expected = {"epochs_done": int, "elapsed_seconds": number, "early_stopping": dict, "settings": dict}
-    problems = [key for key, kind in expected.items() if not isinstance(state, dict) or not isinstance(
-        state.get(key), kind) or isinstance(state.get(key), bool)]
-    if not problems:
-        stopping = state["early_stopping"]
-        problems = [f"early_stopping.{key}" for key, kind in (("wait", int), ("best", number), ("best_epoch", int))
-                    if not isinstance(stopping.get(key), kind) and stopping.get(key) is not None]
-        problems += [key for key, kind in (("checkpoint_best", number), ("reduce_lr", dict))
-                     if state.get(key) is not None and not isinstance(state[key], kind)]
-        problems += ["epochs_done"] if state["epochs_done"] < 0 else []
-    if problems:
-        raise UserError(f"{path}: not a valid training state ({', '.join(problems)} missing or of the wrong type)")
-    return state
+    return check_training_state(read_json(path, "training state"), path)
 
 
 def resume(output_dir, stop=None, log=print):
@@ -688,6 +673,24 @@ def finish_model(model, metadata, model_path, train_set, validation_set, stop=No
             log(f"warning: {error}; prediction uses the .h5")
         write_json_atomically(metadata, metadata_path(model_path))
     return metadata
+
+
+def average_models(model_paths, data_dir, output_dir=None, overwrite=False, stop=None, log=print):
+    """--average: one model with the mean of these models' weights (finishing.average), finished
+    on data_dir's splits like a training run's model (finish_model)."""
+    from facial_emotion import finishing
+
+    model, metadata = finishing.average(model_paths, [load_model(path) for path in model_paths], log)
+    check_output_outside_data(output_dir, data_dir)
+    splits = find_splits(data_dir)
+    output_dir, lock = claim_run_folder(output_dir, DEFAULT_RUNS_DIR, stem="average", overwrite=overwrite,
+                                        protected=[DEFAULT_MODEL_PATH.parent])
+    try:
+        train_set, validation_set = (load_split(split, metadata["class_names"], log=log)[:2] for split in splits)
+        return finish_model(model, metadata, output_dir / DEFAULT_MODEL_PATH.name, train_set, validation_set,
+                            stop, log)
+    finally:
+        lock.release()
 
 
 # =============================================================================================
@@ -761,7 +764,7 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
 # The flags that set a TrainConfig field, by field: --resume takes a run's own and refuses these.
 TRAINING_FLAGS = {"data_dir": "--data-dir", "epochs": "--epochs", "batch_size": "--batch-size",
                   "learning_rate": "--learning-rate", "seed": "--seed", "augment": "--no-augment",
-                  "architecture": "--architecture", "class_weighting": "--class-weight",
+                  "architecture": "--architecture", "class_weighting": "--class-weight", "optimizer": "--optimizer",
                   "time_limit_minutes": "--time-limit", "lr_schedule": "--lr-schedule",
                   "max_batches": "--dry-run", "init_model": "--init-model", "distribute": "--distribute"}
 
@@ -777,7 +780,9 @@ def build_parser():
     add("--output-dir", type=Path, help="where the model, plots and metrics go (default: runs/train, runs/train2, ...)")
     add("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping may end sooner)")
     add("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
-    add("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's initial learning rate")
+    add("--learning-rate", type=float, default=defaults.learning_rate, help="the optimizer's initial learning rate")
+    add("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
+        help="sgd: Nesterov momentum 0.9, weight decay 1e-4 (needs a larger --learning-rate than Adam)")
     add("--seed", type=int, default=defaults.seed, help=f"seed for weights, shuffling and augmentation (0..{MAX_SEED})")
     add("--no-augment", action="store_true", help="train without rotation, shift, flip, framing scale and the "
         "light, blur, resolution, noise and JPEG shifts")
@@ -805,6 +810,8 @@ def build_parser():
     modes.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir")
     modes.add_argument("--export-onnx", type=Path, metavar="MODEL",
                        help="write MODEL's ONNX export beside it (training does this itself), then stop")
+    modes.add_argument("--average", type=Path, nargs="+", metavar="MODEL", help="one model with the mean of "
+                       "these models' weights (fine-tunes of one model), finished on --data-dir, into --output-dir")
     modes.add_argument("--import-csv", type=Path, metavar="CSV",
                        help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
     add("--test-dir", type=Path, help="with --evaluate: a folder of class folders")
@@ -827,7 +834,8 @@ def parse_args(argv=None):
     if bool(args.evaluate) != bool(args.test_dir):
         parser.error("--evaluate needs --test-dir" if args.evaluate else "--test-dir goes with --evaluate MODEL")
     mode = next((flag for flag, value in (("--resume", args.resume), ("--evaluate", args.evaluate),
-                                          ("--export-onnx", args.export_onnx), ("--import-csv", args.import_csv))
+                                          ("--export-onnx", args.export_onnx), ("--import-csv", args.import_csv),
+                                          ("--average", args.average))
                  if value), None)
     if args.init_model and mode:
         parser.error(f"--init-model goes with training, not with {mode}")
@@ -848,7 +856,7 @@ def config_from_args(args):
                        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
                        augment=not args.no_augment, architecture=args.architecture,
                        class_weighting=args.class_weight, time_limit_minutes=args.time_limit,
-                       lr_schedule=args.lr_schedule, max_batches=2 if args.dry_run else None,
+                       lr_schedule=args.lr_schedule, optimizer=args.optimizer, max_batches=2 if args.dry_run else None,
                        init_model=None if args.init_model is None else str(args.init_model),
                        distribute=args.distribute)
 
@@ -866,6 +874,8 @@ def main(argv=None):
                          stop=stop)
             elif args.export_onnx:
                 export_onnx_beside(args.export_onnx, overwrite=args.overwrite)
+            elif args.average:
+                average_models(args.average, args.data_dir, args.output_dir, overwrite=args.overwrite, stop=stop)
             else:
                 train(config_from_args(args), args.output_dir, overwrite=args.overwrite, stop=stop)
     except UserError as error:

@@ -7,16 +7,18 @@ This module imports TensorFlow; prediction never imports it.
 """
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from facial_emotion.errors import UserError, first_line, quiet_native_stderr
 from facial_emotion.evaluation import accuracy_of
-from facial_emotion.files import file_sha256, remove_quietly, temporary_path
+from facial_emotion.files import (file_sha256, portable_command, portable_path, portable_record, remove_quietly,
+                                  temporary_path)
 from facial_emotion.images import INPUT_SHAPE
+from facial_emotion.keras_runtime import keras, tf
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, OnnxModel, onnx_path, predict_probabilities
 
 # An ONNX export is kept only if it agrees with Keras on real faces: the same class for each
@@ -52,6 +54,40 @@ def recompute_batch_norm_statistics(model, faces, batch_size=256, seed=0):
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
+
+
+def average_weights(models):
+    """The element-wise mean of the weights of models of one network: a uniform "model soup"
+    (Wortsman et al., 2022). Fine-tunes of one model lie in one basin of the loss, and their mean
+    is often better than each of them. Batch-norm statistics are averaged too, so recompute them
+    after (refresh_batch_norm). Models of different shapes are a UserError."""
+    weights = [model.get_weights() for model in models]
+    shapes = [[array.shape for array in arrays] for arrays in weights]
+    if any(shape != shapes[0] for shape in shapes[1:]):
+        raise UserError("the models are different networks: only models of one architecture can be averaged")
+    return [np.mean(arrays, axis=0) for arrays in zip(*weights)]
+
+
+def average(paths, loaded, log=print):
+    """The first of `loaded` ((Keras model, JSON) of each of `paths`) given the mean of all their
+    weights, and a JSON for it that names its members. Each member's class prior is already in its
+    weights, so the finishing steps restore none."""
+    if len(loaded) < 2:
+        raise UserError("--average needs two or more models")
+    class_names = loaded[0][1]["class_names"]
+    if any(metadata["class_names"] != class_names for _, metadata in loaded):
+        raise UserError("the models name different classes, or in another order: they cannot be averaged")
+    model = loaded[0][0]
+    model.set_weights(average_weights([member for member, _ in loaded]))
+    members = [{"model": portable_path(path), "training": portable_record(metadata.get("training")),
+                "validation_accuracy": (metadata.get("validation") or {}).get("accuracy")}
+               for path, (_, metadata) in zip(paths, loaded)]
+    log(f"averaged the weights of {len(loaded)} models")
+    return model, {"class_names": class_names, "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
+                   "temperature_tta": 1.0, "training": {
+                       "averaged_from": members, "command": portable_command(sys.argv),
+                       "architecture": (loaded[0][1].get("training") or {}).get("architecture"),
+                       "tensorflow_version": tf.__version__, "keras_version": keras.__version__}}
 
 
 def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
@@ -100,8 +136,6 @@ def export_onnx(model, model_path, faces, log=print):
     of `faces` and probabilities within ONNX_TOLERANCE of Keras; returns the record for the
     model's JSON (both files' SHA-256). A failed export or check leaves nothing behind and
     raises a UserError saying why."""
-    import tensorflow as tf
-
     model_path = Path(model_path)
     path = onnx_path(model_path)
     partial = temporary_path(path)

@@ -35,16 +35,18 @@ PANEL_NOISE_SEED = 0
 # Training's random shifts, applied in this order (light first, then what the camera and the
 # file do): for each, the probability that a face gets it and the range its
 # magnitude is drawn from. Each is rare enough that about a sixth of the faces get none of them
-# (0.8 ** 6 * 0.7), so clean faces are still learnt; together they cover the panel's magnitudes
-# and a little beyond. Low resolution, the shift that cost most after a first fine-tune with
-# 0.2 and 12-40 px (16-px faces 14 points below plain), is drawn more often and smaller. Applied after the generator's rotation, shift, flip and framing scale.
+# (0.8 ** 6 * 0.5), so clean faces are still learnt; together they cover the panel's magnitudes
+# and a little beyond. Low resolution is the shift that costs most: after fine-tunes with 0.2 and
+# 12-40 px, then 0.3 and 10-32 px, 16-px faces were still 14 and 13 points below plain, so it is
+# drawn for half the faces, 10-28 px. Applied after the generator's rotation, shift, flip and
+# framing scale.
 # Brightness is drawn here rather than by ImageDataGenerator's brightness_range, which would
 # change every face.
 RANDOM_SHIFTS = {
     "brightness": (0.2, (0.4, 1.4)),   # factor
     "contrast": (0.2, (0.35, 1.0)),    # factor around the face's mean
     "gamma": (0.2, (0.5, 2.5)),        # exponent, drawn log-uniform
-    "low_res": (0.3, (10, 32)),        # side in pixels before blowing back up to 48: the costliest shift
+    "low_res": (0.5, (10, 28)),        # side in pixels before blowing back up to 48: the costliest shift
     "blur": (0.2, (0.4, 1.6)),         # sigma in pixels
     "noise": (0.2, (2.0, 14.0)),       # sigma of 255
     "jpeg": (0.2, (8, 60)),            # quality

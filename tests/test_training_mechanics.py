@@ -233,6 +233,19 @@ def test_the_learning_rate_rule_uses_the_replicas(tmp_path, monkeypatch):
     assert len(call["batch"][0]) == 16 and call["steps_per_epoch"] == 1  # 8 per replica, 16 faces
 
 
+@pytest.mark.parametrize("flags, kind", [([], "Adam"), (["--optimizer", "sgd"], "SGD")])
+def test_the_optimizer_flag_reaches_fit(tmp_path, monkeypatch, flags, kind):
+    data = make_data(tmp_path / "data")
+    spy = FitSpy(monkeypatch)
+    assert run_main(["--data-dir", data, "--output-dir", tmp_path / "run", "--learning-rate", 0.02, *flags]) == 130
+    optimizer = spy.calls[0]["model"].optimizer
+    assert type(optimizer).__name__ == kind
+    assert spy.calls[0]["learning_rate"] == pytest.approx(0.02)
+    if kind == "SGD":
+        assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.9)
+        assert optimizer.weight_decay == pytest.approx(1e-4)
+
+
 def read_history(folder):
     with open(folder / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
