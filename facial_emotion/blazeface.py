@@ -20,10 +20,10 @@ does. The cost follows the pixels fed in, and the finest pass is most of it.
 
 Measured (tests/benchmarks/face_scenes.py, 120 synthetic 640x480 scenes per variant with pasted
 FER-2013 faces 30-300 px, scenes not used for tuning): faces found 87% (Haar 58%), 30-45 px
-faces 78% (37%), tilted 15-30 degrees 84% (21%), half covered 29% (11%); false boxes 0.03 a
-scene without faces (0.17); CPU time per frame 44 ms (93). Without the second look at
-half-scoring boxes (see CANDIDATE_SCORE): 79%, 67%, 76%, 12%, 0.03 and 38 ms. With the video
-setting (faces of 48 px and up, one look): 12 ms.
+faces 78% (37%), tilted 15-30 degrees 84% (21%), half covered 28% (11%); false boxes 0.03 a
+scene without faces (0.17); CPU time per frame 48 ms (93). Without the second look at
+half-scoring boxes (see CANDIDATE_SCORE): 79%, 67%, 76%, 12%, 0.03 and 42 ms. With the video
+setting (faces of 48 px and up, one look): 12.5 ms.
 
 Boxes are returned in Haar's framing (side about 0.95 of a FER-2013 face's side, centred), so
 code written for Haar's boxes and its crop margin (detection.FACE_MARGIN) works unchanged.
@@ -226,6 +226,19 @@ def to_haar_framing(boxes):
     return np.concatenate([centres - sides / 2, sides], axis=1)
 
 
+def second_look_input(rgb, box):
+    """The network input of a second look at a box [x, y, w, h]: the square of SECOND_LOOK_CONTEXT
+    times its side around its centre, edge pixels repeated past the picture, at 128x128."""
+    side = max(1, round(SECOND_LOOK_CONTEXT * max(box[2], box[3])))
+    left, top = round(box[0] + box[2] / 2 - side / 2), round(box[1] + box[3] / 2 - side / 2)
+    height, width = rgb.shape[:2]
+    window = rgb[min(max(0, top), height - 1):min(height, max(1, top + side)),
+                 min(max(0, left), width - 1):min(width, max(1, left + side))]
+    window = cv2.copyMakeBorder(window, max(0, -top), max(0, top + side - height), max(0, -left),
+                                max(0, left + side - width), cv2.BORDER_REPLICATE)
+    return to_network_input(window, TRAINED_SIDE, TRAINED_SIDE)[1]
+
+
 class BlazeFaceDetector:
     """BlazeFace over an image pyramid; `detect` gives Detection objects, largest box first.
 
@@ -277,9 +290,9 @@ class BlazeFaceDetector:
         """The sure faces (merged boxes, scores, keypoints, in BlazeFace's framing) plus the
         candidates (merged apart, so that they do not move a sure face's box) that overlap no sure
         face and that a second look confirms (see CANDIDATE_SCORE), best first, at most
-        MAX_SECOND_LOOKS looks; a confirmed one takes its second look's score."""
+        MAX_SECOND_LOOKS of them; a confirmed one takes its second look's score."""
         boxes, scores, keypoints = sure
-        kept = []
+        apart = []
         for index in np.argsort(-candidates[1]):
             box = candidates[0][index]
             if len(boxes):
@@ -287,10 +300,10 @@ class BlazeFaceDetector:
                 overlaps = (union[:, 0] >= NMS_IOU) | (inside[:, 0] >= MAX_SHARE_INSIDE)
                 if overlaps.any() or (overlap_matrices(box[None], boxes)[1] >= MAX_SHARE_INSIDE).any():
                     continue
-            if len(kept) == MAX_SECOND_LOOKS:
-                break
-            kept.append((index, self.look_again(rgb, to_haar_framing(box[None])[0])))
-        confirmed = [(index, score) for index, score in kept if score >= CONFIRM_SCORE]
+            apart.append(index)
+        apart = apart[:MAX_SECOND_LOOKS]
+        looks = self.look_again(rgb, to_haar_framing(candidates[0][apart])) if apart else []
+        confirmed = [(index, score) for index, score in zip(apart, looks) if score >= CONFIRM_SCORE]
         if not confirmed:
             return sure
         chosen = [index for index, _ in confirmed]
@@ -298,34 +311,23 @@ class BlazeFaceDetector:
                 np.concatenate([scores, np.float32([score for _, score in confirmed])]),
                 np.concatenate([keypoints, candidates[2][chosen]]))
 
-    def look_again(self, rgb, box):
-        """The second look's score of a box (Haar framing): the mean, over the square around it
-        (SECOND_LOOK_CONTEXT times its side, edge pixels repeated past the picture) at 128 px and
-        its mirror image, of the best score near the centre whose box has the face's size."""
-        side = SECOND_LOOK_CONTEXT * max(box[2], box[3])
-        left, top = round(box[0] + box[2] / 2 - side / 2), round(box[1] + box[3] / 2 - side / 2)
-        side = max(1, round(side))
-        height, width = rgb.shape[:2]
-        window = rgb[max(0, top):min(height, top + side), max(0, left):min(width, left + side)]
-        if window.size == 0:
-            return 0.0
-        window = cv2.copyMakeBorder(window, max(0, -top), max(0, top + side - height), max(0, -left),
-                                    max(0, left + side - width), cv2.BORDER_REPLICATE)
-        look = to_network_input(window, TRAINED_SIDE, TRAINED_SIDE)[1]
-        regressions, logits = self.session.run(None, {self.input_name: np.concatenate([look, look[:, :, ::-1]])})
+    def look_again(self, rgb, boxes):
+        """The second look's score of each box [x, y, w, h] (Haar framing): the mean, over the
+        square around it (SECOND_LOOK_CONTEXT times its side, edge pixels repeated past the
+        picture) at 128 px and its mirror image, of the best score near the centre whose box has
+        the face's size. One network run for all boxes."""
+        looks = [second_look_input(rgb, box) for box in boxes]
+        looks = np.concatenate([face for look in looks for face in (look, look[:, :, ::-1])])
+        regressions, logits = self.session.run(None, {self.input_name: looks})
         face_side = TRAINED_SIDE / SECOND_LOOK_CONTEXT / BOX_SCALE  # BlazeFace's box side for this face
         distance = np.linalg.norm(self.look_anchors + regressions[:, :, :2] - TRAINED_SIDE / 2, axis=2)
         near = distance < SECOND_LOOK_RADIUS * face_side * BOX_SCALE
-        scores = []
-        for index in range(2):  # as it is, mirrored
-            if not near[index].any():
-                scores.append(0.0)
-                continue
+        scores = np.zeros(len(looks), np.float32)
+        for index in np.flatnonzero(near.any(axis=1)):  # each look: as it is, then mirrored
             best = np.flatnonzero(near[index])[np.argmax(logits[index, near[index], 0])]
-            size = regressions[index, best, 2] / face_side
-            logit = float(np.clip(logits[index, best, 0], -50, 50))
-            scores.append(1 / (1 + math.exp(-logit)) if SECOND_LOOK_SIZES[0] <= size <= SECOND_LOOK_SIZES[1] else 0.0)
-        return float(np.mean(scores))
+            if SECOND_LOOK_SIZES[0] <= regressions[index, best, 2] / face_side <= SECOND_LOOK_SIZES[1]:
+                scores[index] = 1 / (1 + math.exp(-float(np.clip(logits[index, best, 0], -50, 50))))
+        return scores.reshape(-1, 2).mean(axis=1)
 
     def run_pass(self, network_input, scale, coarsest):
         """Candidates of one pass, in picture pixels. Boxes over LARGEST_FACE_IN_INPUT are left

@@ -115,7 +115,7 @@ def test_a_second_look_finds_a_half_covered_face_that_one_look_misses(detector, 
 def test_only_candidates_apart_from_sure_faces_get_a_second_look_and_at_most_so_many(monkeypatch):
     detector = blazeface.BlazeFaceDetector()
     looked = []
-    monkeypatch.setattr(detector, "look_again", lambda rgb, box: looked.append(box) or 0.9)
+    monkeypatch.setattr(detector, "look_again", lambda rgb, boxes: looked.extend(boxes) or np.full(len(boxes), 0.9))
     sure = (np.float32([[100, 100, 50, 50]]), np.float32([0.9]), np.zeros((1, 6, 2), np.float32))
     overlapping = [[105, 102, 50, 50], [110, 110, 20, 20], [90, 90, 80, 80]]  # IoU, inside it, holding it
     apart = [[300 + 30 * index, 300, 25, 25] for index in range(blazeface.MAX_SECOND_LOOKS + 2)]
@@ -127,7 +127,8 @@ def test_only_candidates_apart_from_sure_faces_get_a_second_look_and_at_most_so_
     assert boxes_out.tolist() == sure[0].tolist() + apart[:blazeface.MAX_SECOND_LOOKS]
     assert scores_out.tolist() == pytest.approx([0.9] * (1 + blazeface.MAX_SECOND_LOOKS))
     assert len(keypoints_out) == len(boxes_out)
-    monkeypatch.setattr(detector, "look_again", lambda rgb, box: blazeface.CONFIRM_SCORE - 0.01)  # not confirmed
+    monkeypatch.setattr(detector, "look_again",  # none confirmed
+                        lambda rgb, boxes: np.full(len(boxes), blazeface.CONFIRM_SCORE - 0.01))
     assert detector.add_confirmed(np.zeros((480, 640, 3), np.uint8), sure, candidates)[0].tolist() == sure[0].tolist()
 
 
@@ -135,7 +136,7 @@ def test_video_frames_get_no_second_look(monkeypatch):
     looks = []
     second_look = blazeface.BlazeFaceDetector.look_again
     monkeypatch.setattr(blazeface.BlazeFaceDetector, "look_again",
-                        lambda self, rgb, box: looks.append(box) or second_look(self, rgb, box))
+                        lambda self, rgb, boxes: looks.extend(boxes) or second_look(self, rgb, boxes))
     faces = detection.FaceDetector("blazeface")
     photo, _ = covered_astronaut(0.5)
     faces.detect(photo, video=True)
