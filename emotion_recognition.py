@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion import evaluation, plots, shifts
+from facial_emotion import evaluation, finishing, plots, shifts
 # `from emotion_recognition import detect_emotion` is how the earliest scripts of this kind call a model.
 from facial_emotion.api import detect_emotion  # noqa: F401
 from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line,
@@ -649,8 +649,6 @@ def finish_model(model, metadata, model_path, train_set, validation_set, stop=No
     class prior restored after balanced class weights, the confidence calibrated and the model
     evaluated on validation (with the robustness panel); then the model saved, exported to ONNX
     and its JSON written once, last. Returns the final metadata."""
-    from facial_emotion import finishing
-
     (x_train, y_train), (x_val, y_val) = train_set, validation_set
     training = metadata["training"]
     statistics = finishing.refresh_batch_norm(model, x_train, x_val, y_val, log)
@@ -660,10 +658,8 @@ def finish_model(model, metadata, model_path, train_set, validation_set, stop=No
         training["class_prior"] = finishing.restore_class_prior(model, y_train, x_val, y_val,
                                                                 metadata["class_names"], log)
     metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val)
-    write_evaluation(Path(model_path).parent, metadata["class_names"], x_val, y_val, probabilities,
-                     metadata["validation"]["robustness"], "validation_predictions.png")
     if stop is not None:
-        stop.check()  # the last safe point: from here on the saved model and its JSON must agree
+        stop.check()  # the last safe point: from here on the model, its JSON and the figures must agree
     with stop.shielded() if stop is not None else contextlib.nullcontext():
         save_model_atomically(model, model_path)
         metadata.pop("onnx", None)
@@ -672,25 +668,27 @@ def finish_model(model, metadata, model_path, train_set, validation_set, stop=No
         except UserError as error:
             log(f"warning: {error}; prediction uses the .h5")
         write_json_atomically(metadata, metadata_path(model_path))
+        write_evaluation(Path(model_path).parent, metadata["class_names"], x_val, y_val, probabilities,
+                         metadata["validation"]["robustness"], "validation_predictions.png")
     return metadata
 
 
 def average_models(model_paths, data_dir, output_dir=None, overwrite=False, stop=None, log=print):
     """--average: one model with the mean of these models' weights (finishing.average), finished
     on data_dir's splits like a training run's model (finish_model)."""
-    from facial_emotion import finishing
-
-    model, metadata = finishing.average(model_paths, [load_model(path) for path in model_paths], log)
     check_output_outside_data(output_dir, data_dir)
-    splits = find_splits(data_dir)
+    train_dir, validation_dir, class_names, _ = check_training_input(TrainConfig(data_dir=str(data_dir)))
+    loaded = [load_model(path) for path in model_paths]
+    model, metadata = finishing.average(model_paths, loaded, class_names, output_dir, log)
     output_dir, lock = claim_run_folder(output_dir, DEFAULT_RUNS_DIR, stem="average", overwrite=overwrite,
                                         protected=[DEFAULT_MODEL_PATH.parent])
     try:
-        train_set, validation_set = (load_split(split, metadata["class_names"], log=log)[:2] for split in splits)
-        return finish_model(model, metadata, output_dir / DEFAULT_MODEL_PATH.name, train_set, validation_set,
-                            stop, log)
+        train_set, validation_set = (load_split(split, class_names, log=log)[:2] for split in (train_dir, validation_dir))
+        metadata = finish_model(model, metadata, output_dir / DEFAULT_MODEL_PATH.name, train_set, validation_set,
+                                stop, log)
     finally:
         lock.release()
+    log(f"done: validation accuracy {metadata['validation']['accuracy']:.4f}; model saved to {output_dir}")
 
 
 # =============================================================================================
@@ -743,7 +741,6 @@ def evaluate(model_path, test_dir, output_dir=None, tta=False, overwrite=False, 
 def export_onnx_beside(model_path, overwrite=False, log=print):
     """--export-onnx: the ONNX export of a model trained before exports existed, checked on the
     real faces of the project's sample (dataset/validation), recorded in its JSON."""
-    from facial_emotion import finishing
     from facial_emotion.saved_model import onnx_path
 
     model_path = Path(model_path)
@@ -763,10 +760,10 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
 # =============================================================================================
 # The flags that set a TrainConfig field, by field: --resume takes a run's own and refuses these.
 TRAINING_FLAGS = {"data_dir": "--data-dir", "epochs": "--epochs", "batch_size": "--batch-size",
-                  "learning_rate": "--learning-rate", "seed": "--seed", "augment": "--no-augment",
-                  "architecture": "--architecture", "class_weighting": "--class-weight", "optimizer": "--optimizer",
-                  "time_limit_minutes": "--time-limit", "lr_schedule": "--lr-schedule",
-                  "max_batches": "--dry-run", "init_model": "--init-model", "distribute": "--distribute"}
+                  "learning_rate": "--learning-rate", "seed": "--seed", "augment": "--no-augment", "architecture": "--architecture",
+                  "class_weighting": "--class-weight", "optimizer": "--optimizer", "time_limit_minutes": "--time-limit",
+                  "lr_schedule": "--lr-schedule", "max_batches": "--dry-run", "init_model": "--init-model",
+                  "distribute": "--distribute"}
 
 
 def build_parser():
@@ -840,12 +837,13 @@ def parse_args(argv=None):
     if args.init_model and mode:
         parser.error(f"--init-model goes with training, not with {mode}")
     given = {token.split("=")[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
-    if args.resume:
-        refused = [flag for flag in TRAINING_FLAGS.values() if flag in given] + (
-            ["--output-dir"] if "--output-dir" in given else [])
-        if refused:
-            parser.error(f"--resume continues a run with its own settings; {', '.join(refused)} cannot change "
-                         "them (start a new run with --init-model RUN_DIR/last_checkpoint.keras)")
+    refused = [flag for flag in TRAINING_FLAGS.values() if flag in given and flag != "--data-dir"] + [
+        flag for flag in ("--data-dir", "--output-dir") if flag in given and args.resume]
+    if args.resume and refused:
+        parser.error(f"--resume continues a run with its own settings; {', '.join(refused)} cannot change "
+                     "them (start a new run with --init-model RUN_DIR/last_checkpoint.keras)")
+    if args.average and refused:
+        parser.error(f"--average trains nothing: {', '.join(refused)} would be ignored")
     if args.import_csv and "--data-dir" not in given:
         parser.error("--import-csv needs --data-dir, the folder to write the class folders into")
     return args

@@ -68,25 +68,32 @@ def average_weights(models):
     return [np.mean(arrays, axis=0) for arrays in zip(*weights)]
 
 
-def average(paths, loaded, log=print):
+def average(paths, loaded, class_names, output_dir=None, log=print):
     """The first of `loaded` ((Keras model, JSON) of each of `paths`) given the mean of all their
-    weights, and a JSON for it that names its members. Each member's class prior is already in its
-    weights, so the finishing steps restore none."""
-    if len(loaded) < 2:
-        raise UserError("--average needs two or more models")
-    class_names = loaded[0][1]["class_names"]
-    if any(metadata["class_names"] != class_names for _, metadata in loaded):
-        raise UserError("the models name different classes, or in another order: they cannot be averaged")
+    weights, and a JSON for it that names its members. Refused: fewer than two different model
+    files, a model of other classes than `class_names` (the data's), and an `output_dir` that
+    holds a member. Each member's class prior is already in its weights: none is restored."""
+    digests = [file_sha256(path) for path in paths]
+    if len(set(digests)) < 2:
+        raise UserError("--average needs two or more different models")
+    if len(set(digests)) < len(digests):
+        raise UserError("--average was given the same model file twice")
+    for path, (_, metadata) in zip(paths, loaded):
+        if metadata["class_names"] != list(class_names):
+            raise UserError(f"{path}: its classes ({', '.join(metadata['class_names'])}) are not the data's "
+                            f"({', '.join(class_names)}), in that order: it cannot be averaged with them")
+        if output_dir is not None and os.path.realpath(Path(path).parent) == os.path.realpath(output_dir):
+            raise UserError(f"{output_dir}: holds {Path(path).name}, a model being averaged; choose another --output-dir")
     model = loaded[0][0]
     model.set_weights(average_weights([member for member, _ in loaded]))
     members = [{"model": portable_path(path), "training": portable_record(metadata.get("training")),
-                "validation_accuracy": (metadata.get("validation") or {}).get("accuracy")}
+                "validation_accuracy": metadata.get("validation", {}).get("accuracy")}
                for path, (_, metadata) in zip(paths, loaded)]
     log(f"averaged the weights of {len(loaded)} models")
-    return model, {"class_names": class_names, "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
+    return model, {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
                    "temperature_tta": 1.0, "training": {
                        "averaged_from": members, "command": portable_command(sys.argv),
-                       "architecture": (loaded[0][1].get("training") or {}).get("architecture"),
+                       "architecture": loaded[0][1].get("training", {}).get("architecture"),
                        "tensorflow_version": tf.__version__, "keras_version": keras.__version__}}
 
 

@@ -56,6 +56,9 @@ def read_metadata(model_path, described_as=None):
         raise UserError(f"{path}: class_names holds a name twice")
     for key in ("temperature", "temperature_tta"):
         metadata[key] = checked_temperature(metadata.get(key, 1.0), f"{path}: {key}")
+    for key in ("training", "validation"):  # records read by --init-model and --average
+        if not isinstance(metadata.get(key, {}), dict):
+            raise UserError(f"{path}: {key} must be a record, not {type(metadata[key]).__name__}")
     return metadata
 
 

@@ -49,20 +49,42 @@ def test_the_average_has_the_mean_weights_and_names_its_members(trained_run, sec
     assert "averaged the weights of 2 models" in capsys.readouterr().out
 
 
-def test_models_of_other_classes_or_one_model_alone_are_refused(trained_run, second_run, tmp_path, capsys):
+def average(models, data, output, *flags):
+    return er.main(["--average", *map(str, models), "--data-dir", str(data), "--output-dir", str(output), *flags])
+
+
+def test_models_of_other_classes_the_same_model_twice_or_one_alone_are_refused(trained_run, second_run, tmp_path,
+                                                                                 capsys):
     other = tmp_path / "other.h5"
     shutil.copy(second_run, other)
     metadata = json.loads(second_run.with_suffix(".json").read_text())
     metadata["class_names"] = metadata["class_names"][::-1]
     other.with_suffix(".json").write_text(json.dumps(metadata))
-    data = str(trained_run["data"])
-    assert er.main(["--average", str(trained_run["model"]), str(other), "--data-dir", data,
-                    "--output-dir", str(tmp_path / "a")]) == er.EXIT_USER_ERROR
-    assert "different classes" in capsys.readouterr().err
-    assert er.main(["--average", str(trained_run["model"]), "--data-dir", data,
-                    "--output-dir", str(tmp_path / "b")]) == er.EXIT_USER_ERROR
-    assert "two or more models" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    model, data = trained_run["model"], trained_run["data"]
+    cases = [([model, other], "are not the data's"), ([model], "two or more different models"),
+             ([model, second_run, model], "the same model file twice"),
+             ([model, tmp_path / "copy.h5"], "two or more different models")]
+    shutil.copy(model, tmp_path / "copy.h5")
+    shutil.copy(model.with_suffix(".json"), tmp_path / "copy.json")
+    for index, (models, message) in enumerate(cases):
+        assert average(models, data, tmp_path / f"out{index}") == er.EXIT_USER_ERROR
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"out{index}").exists()
+
+
+def test_an_output_folder_holding_a_member_or_training_flags_are_refused(trained_run, second_run, tmp_path, capsys):
+    members = [tmp_path / "a" / "emotion_model.h5", second_run]
+    members[0].parent.mkdir()
+    for suffix in (".h5", ".json"):
+        shutil.copy(trained_run["model"].with_suffix(suffix), members[0].with_suffix(suffix))
+    before = members[0].read_bytes()
+    assert average(members, trained_run["data"], tmp_path / "a", "--overwrite") == er.EXIT_USER_ERROR
+    assert "a model being averaged" in capsys.readouterr().err
+    assert members[0].read_bytes() == before
+    with pytest.raises(SystemExit) as exit_info:
+        average(members, trained_run["data"], tmp_path / "b", "--epochs", "5", "--optimizer", "sgd")
+    assert exit_info.value.code == 2
+    assert "--average trains nothing: --epochs, --optimizer would be ignored" in capsys.readouterr().err
 
 
 def test_networks_of_different_shapes_cannot_be_averaged():

@@ -56,6 +56,14 @@ def test_bad_class_names_are_refused(tmp_path, class_names, message):
         read_metadata(model)
 
 
+@pytest.mark.parametrize("key", ["training", "validation"])
+@pytest.mark.parametrize("value", ['"good"', "[1]", "null", "3"])
+def test_training_and_validation_records_of_another_type_are_refused(tmp_path, key, value):
+    model = write_model_json(tmp_path, f'{{"class_names": ["a", "b"], "{key}": {value}}}')
+    with pytest.raises(UserError, match=f"m\\.json: {key} must be a record"):
+        read_metadata(model)
+
+
 class Fixed:
     """A model that answers the same rows for every batch."""
     output_shape = (None, 3)
