@@ -57,7 +57,7 @@ class FaceDetector:
             from facial_emotion import blazeface
 
             try:
-                self.photo_detector = blazeface.BlazeFaceDetector()
+                self.photo_detector = blazeface.BlazeFaceDetector(threads=blazeface.PHOTO_THREADS)
             except ValueError as error:
                 raise UserError(str(error)) from None
             self.video_detector = None  # made for the first video frame: a photo needs none
