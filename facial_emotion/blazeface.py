@@ -296,17 +296,14 @@ class BlazeFaceDetector:
         face and that a second look confirms (see CANDIDATE_SCORE), best first, at most
         MAX_SECOND_LOOKS of them; a confirmed one takes its second look's score."""
         boxes, scores, keypoints = sure
-        apart = []
-        for index in np.argsort(-candidates[1]):
-            box = candidates[0][index]
-            if len(boxes):
-                union, inside = overlap_matrices(boxes, box[None])
-                overlaps = (union[:, 0] >= NMS_IOU) | (inside[:, 0] >= MAX_SHARE_INSIDE)
-                if overlaps.any() or (overlap_matrices(box[None], boxes)[1] >= MAX_SHARE_INSIDE).any():
-                    continue
-            apart.append(index)
+        apart = np.argsort(-candidates[1])
+        if len(boxes):
+            union, sure_inside = overlap_matrices(candidates[0][apart], boxes)  # [candidate, sure face]
+            candidate_inside = overlap_matrices(boxes, candidates[0][apart])[1].T
+            overlapping = (union >= NMS_IOU) | (sure_inside >= MAX_SHARE_INSIDE) | (candidate_inside >= MAX_SHARE_INSIDE)
+            apart = apart[~overlapping.any(axis=1)]
         apart = apart[:MAX_SECOND_LOOKS]
-        looks = self.look_again(rgb, to_haar_framing(candidates[0][apart])) if apart else []
+        looks = self.look_again(rgb, to_haar_framing(candidates[0][apart])) if len(apart) else []
         confirmed = [(index, score) for index, score in zip(apart, looks) if score >= CONFIRM_SCORE]
         if not confirmed:
             return sure
