@@ -36,8 +36,7 @@ from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormat
                                    quiet_python_warnings)
 from facial_emotion.fer2013_csv import import_fer2013_csv
 from facial_emotion.files import (PROJECT_DIR, RunLock, check_training_state, claim_run_folder, portable_command,
-                                  portable_path, portable_record, read_json, replace_atomically, walk_files,
-                                  write_json_atomically)
+                                  portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
@@ -582,18 +581,13 @@ def make_training_model(output_dir, model_path, class_names, config, replicas, r
         return model, read_metadata(model_path), resume_state["epochs_done"]
     # The JSON travels with the model: it names no folder of this machine.
     record = portable_record(dict(dataclasses.asdict(config), replicas=replicas, command=portable_command(sys.argv)))
-    metadata = {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
-                "temperature_tta": 1.0, "training": dict(record, tensorflow_version=tf.__version__,
-                                                         keras_version=keras.__version__, cpu_count=os.cpu_count())}
+    metadata = finishing.new_metadata(class_names, record)
     if config.init_model is None:
         return build_model(len(class_names), config.architecture, learning_rate, config.optimizer), metadata, 0
     model, start = load_model(config.init_model, described_as=described_model_path(config.init_model))
     compile_model(model, learning_rate, config.optimizer)
     log(f"starting from the weights of {config.init_model}")
-    # The chain of runs behind the model: how its starting weights were made.
-    metadata["training"]["initialised_from"] = {
-        "model": portable_path(config.init_model), "training": portable_record(start.get("training")),
-        "validation_accuracy": (start.get("validation") or {}).get("accuracy")}
+    metadata["training"]["initialised_from"] = finishing.source_record(config.init_model, start)
     return model, metadata, 0
 
 

@@ -86,15 +86,25 @@ def average(paths, loaded, class_names, output_dir=None, log=print):
             raise UserError(f"{output_dir}: holds {Path(path).name}, a model being averaged; choose another --output-dir")
     model = loaded[0][0]
     model.set_weights(average_weights([member for member, _ in loaded]))
-    members = [{"model": portable_path(path), "training": portable_record(metadata.get("training")),
-                "validation_accuracy": metadata.get("validation", {}).get("accuracy")}
-               for path, (_, metadata) in zip(paths, loaded)]
     log(f"averaged the weights of {len(loaded)} models")
-    return model, {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
-                   "temperature_tta": 1.0, "training": {
-                       "averaged_from": members, "command": portable_command(sys.argv),
-                       "architecture": loaded[0][1].get("training", {}).get("architecture"),
-                       "tensorflow_version": tf.__version__, "keras_version": keras.__version__}}
+    return model, new_metadata(class_names, {
+        "averaged_from": [source_record(path, metadata) for path, (_, metadata) in zip(paths, loaded)],
+        "command": portable_command(sys.argv), "architecture": loaded[0][1].get("training", {}).get("architecture")})
+
+
+def new_metadata(class_names, training):
+    """The JSON of a model about to be trained or averaged, before finishing fills in its
+    temperatures and figures: `training` (no folder of this machine in it) and the libraries."""
+    return {"class_names": list(class_names), "input_shape": list(INPUT_SHAPE), "temperature": 1.0,
+            "temperature_tta": 1.0, "training": dict(training, tensorflow_version=tf.__version__,
+                                                     keras_version=keras.__version__, cpu_count=os.cpu_count())}
+
+
+def source_record(path, metadata):
+    """How a model whose weights another starts from (--init-model) or averages (--average) was
+    made: the chain of runs behind a model, recorded in its JSON."""
+    return {"model": portable_path(path), "training": portable_record(metadata.get("training")),
+            "validation_accuracy": (metadata.get("validation") or {}).get("accuracy")}
 
 
 def refresh_batch_norm(model, x_train, x_val, y_val, log=print):

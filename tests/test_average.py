@@ -14,7 +14,7 @@ import pytest
 import emotion_recognition as er
 from facial_emotion import finishing
 from facial_emotion.errors import UserError
-from facial_emotion.files import portable_path
+from facial_emotion.files import portable_path, portable_record
 from facial_emotion.keras_runtime import load_keras_model
 
 
@@ -43,6 +43,10 @@ def test_the_average_has_the_mean_weights_and_names_its_members(trained_run, sec
     metadata = json.loads((output / "emotion_model.json").read_text())
     assert [member["model"] for member in metadata["training"]["averaged_from"]] == [
         portable_path(trained_run["model"]), portable_path(second_run)]
+    first_metadata = json.loads(er.metadata_path(trained_run["model"]).read_text())
+    assert metadata["training"]["averaged_from"][0]["validation_accuracy"] == first_metadata["validation"]["accuracy"]
+    assert metadata["training"]["averaged_from"][0]["training"] == portable_record(first_metadata["training"])
+    assert {"tensorflow_version", "keras_version", "cpu_count"} <= set(metadata["training"])
     assert metadata["class_names"] == ["happy", "sad"]
     assert "robustness" in metadata["validation"] and (output / "emotion_model.onnx").is_file()
     assert "class_prior" not in metadata["training"], "each member's prior is already in its weights"
