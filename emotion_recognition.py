@@ -801,8 +801,8 @@ def build_parser():
     modes.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir")
     modes.add_argument("--export-onnx", type=Path, metavar="MODEL",
                        help="write MODEL's ONNX export beside it (training does this itself), then stop")
-    modes.add_argument("--average", type=Path, nargs="+", metavar="MODEL", help="one model with the mean of "
-                       "these models' weights (fine-tunes of one model), finished on --data-dir, into --output-dir")
+    modes.add_argument("--average", type=Path, nargs="+", metavar="MODEL", help="one model with the mean of these "
+                       "models' weights (a model and its fine-tunes), finished on --data-dir, into --output-dir")
     modes.add_argument("--import-csv", type=Path, metavar="CSV",
                        help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
     add("--test-dir", type=Path, help="with --evaluate: a folder of class folders")

@@ -45,3 +45,25 @@ def test_statistics_that_lower_validation_accuracy_are_discarded():
     assert record["validation_accuracy_before"] == 1.0 and record["validation_accuracy_after"] < 1.0
     assert record["kept"] is False
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("plain_after, shifted_after, kept", [(0.7, 0.5, True), (0.7, 0.4, False), (0.5, 0.5, False)])
+def test_statistics_are_kept_only_if_neither_plain_nor_shifted_accuracy_drops(monkeypatch, plain_after,
+                                                                               shifted_after, kept):
+    """A model trained on shifted faces can gain plain accuracy from clean statistics and lose more
+    under the panel's shifts: those statistics are discarded too."""
+    keras.utils.set_random_seed(0)
+    model, x_val = batch_norm_model(), faces(8, seed=1)
+    # Each face set's accuracy as a function of whether the statistics were recomputed yet: 0.6
+    # plain and 0.5 shifted before, the parameters' after.
+    recomputed = []
+    monkeypatch.setattr(finishing, "recompute_batch_norm_statistics",
+                        lambda model, faces: (recomputed.append(True), model.layers[0].moving_mean.assign(
+                            np.full((1,), 7.0, np.float32))))
+    monkeypatch.setattr(finishing, "accuracy_of", lambda model, faces, labels: (
+        (plain_after if recomputed else 0.6) if faces is x_val else (shifted_after if recomputed else 0.5)))
+    record = finishing.refresh_batch_norm(model, faces(16), x_val, np.zeros(8, int), log=lambda *a, **k: None)
+    assert record["kept"] is kept
+    assert (record["validation_accuracy_after"], record["shifted_accuracy_after"]) == (plain_after, shifted_after)
+    assert record["shifted_accuracy_before"] == 0.5
+    assert (float(np.asarray(model.layers[0].moving_mean)[0]) == 7.0) is kept
