@@ -6,7 +6,7 @@ Keras runtime is asked for) and the training side (`finishing`, used by emotion_
 do. Prediction from Python:
 
     from facial_emotion import detect_emotion, find_emotions
-    detect_emotion("dataset/validation/happy/PublicTest_10130075.jpg")   # ('happy', 94.7)
+    detect_emotion("dataset/validation/happy/PublicTest_10130075.jpg")   # ('happy', 95.4)
     find_emotions("tests/data/astronaut.jpg")                           # [Face(box=[164, 57, 119, 119], ...)]
 """
 

@@ -1,7 +1,7 @@
 """Prediction from Python.
 
     from facial_emotion import detect_emotion, find_emotions
-    detect_emotion("face.png")        # ('happy', 94.7): the whole image taken as the face
+    detect_emotion("face.png")        # ('happy', 95.4): the whole image taken as the face
     find_emotions("group.jpg")        # [Face(box=[x, y, w, h], emotion='happy', confidence=0.93, ...)]
 
 Both run on ONNX Runtime, without TensorFlow, when the model's ONNX export matches it. The model
