@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion import shifts
 from facial_emotion.errors import UserError, first_line, quiet_native_stderr
-from facial_emotion.evaluation import accuracy_of
+from facial_emotion.evaluation import accuracy_of, robustness_panel
 from facial_emotion.files import (file_sha256, portable_command, portable_path, portable_record, remove_quietly,
                                   temporary_path)
 from facial_emotion.images import INPUT_SHAPE
@@ -60,9 +59,9 @@ def recompute_batch_norm_statistics(model, faces, batch_size=256, seed=0):
 def average_weights(models):
     """The element-wise mean of the weights of models of one network: a uniform "model soup"
     (Wortsman et al., 2022). Fine-tunes of one model lie in one basin of the loss, and their mean
-    is often better than each of them; averaging the model they started from in too keeps some of
-    what fine-tuning lost (WiSE-FT, Wortsman et al., 2022). Batch-norm statistics are averaged too, so recompute them
-    after (refresh_batch_norm). Models of different shapes are a UserError."""
+    is often better than each of them; averaging in the model they descend from keeps some of
+    what fine-tuning lost (WiSE-FT, Wortsman et al., 2022). Batch-norm statistics are averaged
+    too; refresh_batch_norm may recompute them. Models of different shapes are a UserError."""
     weights = [model.get_weights() for model in models]
     shapes = [[array.shape for array in arrays] for arrays in weights]
     if any(shape != shapes[0] for shape in shapes[1:]):
@@ -118,25 +117,21 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
     norms = batch_norm_layers(model)
     if not norms:
         return None
-    shifted = [shifts.apply_shift(x_val, name) for name in shifts.ROBUSTNESS_SHIFTS]
-
-    def accuracies():  # plain, and the mean under the shifts
-        return (accuracy_of(model, x_val, y_val),
-                round(float(np.mean([accuracy_of(model, faces, y_val) for faces in shifted])), 4))
-
-    (before, shifted_before), saved = accuracies(), [layer.get_weights() for layer in norms]
+    before, saved = robustness_panel(model, x_val, y_val), [layer.get_weights() for layer in norms]
     recompute_batch_norm_statistics(model, x_train)
-    after, shifted_after = accuracies()
-    kept = after >= before and shifted_after >= shifted_before
+    after = robustness_panel(model, x_val, y_val)
+    shifted_before, shifted_after = (round(float(np.mean(list(panel["shifts"].values()))), 4)
+                                     for panel in (before, after))
+    kept = after["accuracy"] >= before["accuracy"] and shifted_after >= shifted_before
     if not kept:
         for layer, weights in zip(norms, saved):
             layer.set_weights(weights)
     log(f"batch-norm statistics recomputed on {len(x_train)} un-augmented training images: validation "
-        f"accuracy {before:.4f} -> {after:.4f}, under shifts {shifted_before:.4f} -> {shifted_after:.4f}; "
-        f"{'kept' if kept else 'discarded (kept the training-time ones)'}")
-    return {"recomputed_on_training_images": int(len(x_train)), "validation_accuracy_before": before,
-            "validation_accuracy_after": after, "shifted_accuracy_before": shifted_before,
-            "shifted_accuracy_after": shifted_after, "kept": kept}
+        f"accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}, mean under shifts {shifted_before:.4f} -> "
+        f"{shifted_after:.4f}; {'kept' if kept else 'discarded (kept the training-time ones)'}")
+    return {"recomputed_on_training_images": int(len(x_train)), "validation_accuracy_before": before["accuracy"],
+            "validation_accuracy_after": after["accuracy"], "mean_shifted_accuracy_before": shifted_before,
+            "mean_shifted_accuracy_after": shifted_after, "kept": kept}
 
 
 def restore_class_prior(model, y_train, x_val, y_val, class_names, log=print):

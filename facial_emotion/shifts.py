@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 # The robustness panel: each condition, the shift it applies and its magnitude. The magnitudes
-# are those at which an independent measurement found the shipped model weakest against the `fer`
-# package (a mini-Xception on PyPI):
-# a face detected in a photo is often 16-40 px wide, blurred, badly lit or compressed.
+# are those at which an independent measurement found the model shipped then (the model card's
+# base model) weakest against the `fer` package (a mini-Xception on PyPI): a face detected in a
+# photo is often 16-40 px wide, blurred, badly lit or compressed.
 ROBUSTNESS_SHIFTS = {
     "crop_80": ("scale", 0.8),         # centre crop of 80% of the side: a tight detector box
     "pad_120": ("scale", 1.2),         # padded to 120%, edge pixels repeated: a loose box

