@@ -1,0 +1,104 @@
+"""How often is a face in a photo named right, end to end? Models compared on the same found faces.
+
+    python tests/benchmarks/scene_emotions.py [MODEL ...] [--data ../shared/fer2013/validation]
+        [--scenes 400] [--quality 75]
+
+FER-2013 validation faces (labels from their class folders) are pasted, tinted and feathered as
+in face_scenes.py, up to four to a 640x480 scene, 20-120 px wide (log-uniform): the faces of a
+group photo or a video frame. Each scene is saved as a JPEG (--quality) and read back, as a
+camera or a website would hand it over. predict.py's own detect-and-crop step
+(detection.find_faces with BlazeFace) finds the faces; a face counts as found when a box has
+IoU >= 0.4 with the pasted square. Each found face's crop is classified by every MODEL (ONNX
+Runtime when its export matches, as predict.py; default: the shipped model). Printed: faces
+found and each model's accuracy on the same found faces, per face size.
+"""
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PROJECT_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import face_scenes  # noqa: E402
+from facial_emotion.detection import FaceDetector, find_faces  # noqa: E402
+from facial_emotion.saved_model import DEFAULT_MODEL_PATH, load_model, predict_probabilities  # noqa: E402
+
+FACE_SIDES = (20, 120)  # px: smaller than face_scenes.py's, where the classifier is weakest
+BUCKETS = ((20, 30), (30, 45), (45, 70), (70, 120))
+
+
+def labelled_faces(folder, class_names):
+    """(path, class index) of every face under the class folders of `folder`, sorted."""
+    return [(path, index) for index, name in enumerate(class_names)
+            for path in sorted((Path(folder) / name).iterdir()) if path.suffix.lower() in (".jpg", ".png")]
+
+
+def make_scene(rng, faces, photo, quality):
+    """A 640x480 RGB scene (after a JPEG round trip) and its faces' true boxes and labels."""
+    canvas = face_scenes.make_background(rng, photo)
+    boxes, labels = [], []
+    for x, y, side in face_scenes.place_sides(rng, face_scenes.FACES_PER_SCENE):
+        path, label = faces[rng.integers(len(faces))]
+        face, alpha = face_scenes.render_face(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), side, rng)
+        face_scenes.paste(canvas, face, alpha, (x + side / 2, y + side / 2), 0.0)
+        boxes.append([x, y, side, side])
+        labels.append(label)
+    encoded = io.BytesIO()
+    Image.fromarray(canvas).save(encoded, "JPEG", quality=quality)
+    return np.asarray(Image.open(encoded).convert("RGB")), boxes, labels
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="*", default=[DEFAULT_MODEL_PATH])
+    parser.add_argument("--data", type=Path, default=PROJECT_DIR.parent / "shared" / "fer2013" / "validation")
+    parser.add_argument("--scenes", type=int, default=400)
+    parser.add_argument("--quality", type=int, default=75)
+    args = parser.parse_args(argv)
+    face_scenes.FACE_SIDES = FACE_SIDES  # place_sides draws from it
+    loaded = [load_model(path, runtime="auto") for path in args.models]
+    class_names = loaded[0][1]["class_names"]
+    if any(metadata["class_names"] != class_names for _, metadata in loaded):
+        sys.exit("error: the models name different classes")
+    faces = labelled_faces(args.data, class_names)
+    photo = cv2.cvtColor(cv2.imread(str(face_scenes.ASTRONAUT)), cv2.COLOR_BGR2RGB)
+    detector = FaceDetector("blazeface")
+    crops, labels, buckets, total = [], [], [], np.zeros(len(BUCKETS), int)
+    for seed in range(args.scenes):
+        scene, truths, truth_labels = make_scene(np.random.default_rng(seed), faces, photo, args.quality)
+        found = find_faces(Image.fromarray(scene), detector)
+        for truth in truths:
+            total[size_bucket(truth[2])] += 1
+        for truth_index, box_index in face_scenes.match(truths, [detection.box for detection, _ in found]):
+            crops.append(found[box_index][1])
+            labels.append(truth_labels[truth_index])
+            buckets.append(size_bucket(truths[truth_index][2]))
+    labels, buckets = np.asarray(labels), np.asarray(buckets)
+    right = [predict_probabilities(model, np.stack(crops)).argmax(axis=1) == labels for model, _ in loaded]
+    print(f"{args.scenes} scenes, JPEG quality {args.quality}; accuracy on the faces BlazeFace found")
+    header = f"{'face side':>12s} {'found':>12s}" + "".join(f" {str(path)[-40:]:>42s}" for path in args.models)
+    print(header)
+    for index, (low, high) in enumerate(BUCKETS):
+        inside = buckets == index
+        print(f"{f'{low}-{high} px':>12s} {f'{inside.sum()}/{total[index]}':>12s}"
+              + "".join(f" {hits[inside].mean() if inside.any() else float('nan'):>42.3f}" for hits in right))
+    print(f"{'all':>12s} {f'{len(labels)}/{total.sum()}':>12s}" + "".join(f" {hits.mean():>42.3f}" for hits in right))
+    if len(right) == 2:
+        differ = right[1] != right[0]
+        print(f"the faces only one model names right: {int((right[0] & differ).sum())} by the first, "
+              f"{int((right[1] & differ).sum())} by the second")
+
+
+def size_bucket(side):
+    """The index of this benchmark's size bucket for a face side."""
+    return next(index for index, (low, high) in enumerate(BUCKETS) if side < high or index == len(BUCKETS) - 1)
+
+
+if __name__ == "__main__":
+    main()
