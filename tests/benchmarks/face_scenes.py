@@ -155,9 +155,9 @@ def paste(canvas, face, alpha, centre, angle):
     canvas[:] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def place_sides(rng, count):
+def place_sides(rng, count, face_sides=FACE_SIDES):
     """Non-overlapping squares (x, y, side) with log-uniform sides, largest placed first."""
-    sides = np.exp(rng.uniform(np.log(FACE_SIDES[0]), np.log(FACE_SIDES[1]), count)).astype(int)
+    sides = np.exp(rng.uniform(np.log(face_sides[0]), np.log(face_sides[1]), count)).astype(int)
     placed = []
     for side in sorted(sides, reverse=True):
         for _ in range(50):

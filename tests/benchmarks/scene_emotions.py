@@ -1,16 +1,19 @@
 """How often is a face in a photo named right, end to end? Models compared on the same found faces.
 
     python tests/benchmarks/scene_emotions.py [MODEL ...] [--data ../shared/fer2013/validation]
-        [--scenes 400] [--quality 75]
+        [--scenes 400] [--quality 75] [--seed 1000]
 
-FER-2013 validation faces (labels from their class folders) are pasted, tinted and feathered as
-in face_scenes.py, up to four to a 640x480 scene, 20-120 px wide (log-uniform): the faces of a
+Synthetic scenes: FER-2013 validation faces (labels from their class folders), drawn with
+replacement, pasted, tinted and feathered as in face_scenes.py, up to four to a 640x480 scene,
+24-120 px wide (log-uniform; 24 px is the smallest face predict.py reports): the faces of a
 group photo or a video frame. Each scene is saved as a JPEG (--quality) and read back, as a
 camera or a website would hand it over. predict.py's own detect-and-crop step
 (detection.find_faces with BlazeFace) finds the faces; a face counts as found when a box has
 IoU >= 0.4 with the pasted square. Each found face's crop is classified by every MODEL (ONNX
 Runtime when its export matches, as predict.py; default: the shipped model). Printed: faces
-found and each model's accuracy on the same found faces, per face size.
+found and each model's accuracy on the same found faces, per face size; with two models, how
+many faces only one of them names right. Scene seeds start at --seed: face_scenes.py's tuning
+scenes were seeds 0-299.
 """
 
 import argparse
@@ -27,14 +30,18 @@ sys.path.insert(0, str(PROJECT_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import face_scenes  # noqa: E402
 from facial_emotion.detection import FaceDetector, find_faces  # noqa: E402
+from facial_emotion.errors import UserError  # noqa: E402
 from facial_emotion.saved_model import DEFAULT_MODEL_PATH, load_model, predict_probabilities  # noqa: E402
 
-FACE_SIDES = (20, 120)  # px: smaller than face_scenes.py's, where the classifier is weakest
-BUCKETS = ((20, 30), (30, 45), (45, 70), (70, 120))
+FACE_SIDES = (24, 120)  # px: smaller than face_scenes.py's, where the classifier is weakest
+BUCKETS = ((24, 32), (32, 45), (45, 70), (70, 120))
 
 
 def labelled_faces(folder, class_names):
     """(path, class index) of every face under the class folders of `folder`, sorted."""
+    missing = [name for name in class_names if not (Path(folder) / name).is_dir()]
+    if missing:
+        raise UserError(f"{folder}: no class folder {missing[0]}/")
     return [(path, index) for index, name in enumerate(class_names)
             for path in sorted((Path(folder) / name).iterdir()) if path.suffix.lower() in (".jpg", ".png")]
 
@@ -43,7 +50,7 @@ def make_scene(rng, faces, photo, quality):
     """A 640x480 RGB scene (after a JPEG round trip) and its faces' true boxes and labels."""
     canvas = face_scenes.make_background(rng, photo)
     boxes, labels = [], []
-    for x, y, side in face_scenes.place_sides(rng, face_scenes.FACES_PER_SCENE):
+    for x, y, side in face_scenes.place_sides(rng, face_scenes.FACES_PER_SCENE, FACE_SIDES):
         path, label = faces[rng.integers(len(faces))]
         face, alpha = face_scenes.render_face(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), side, rng)
         face_scenes.paste(canvas, face, alpha, (x + side / 2, y + side / 2), 0.0)
@@ -54,24 +61,25 @@ def make_scene(rng, faces, photo, quality):
     return np.asarray(Image.open(encoded).convert("RGB")), boxes, labels
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", type=Path, nargs="*", default=[DEFAULT_MODEL_PATH])
-    parser.add_argument("--data", type=Path, default=PROJECT_DIR.parent / "shared" / "fer2013" / "validation")
-    parser.add_argument("--scenes", type=int, default=400)
-    parser.add_argument("--quality", type=int, default=75)
-    args = parser.parse_args(argv)
-    face_scenes.FACE_SIDES = FACE_SIDES  # place_sides draws from it
-    loaded = [load_model(path, runtime="auto") for path in args.models]
+def size_bucket(side):
+    """The index of this benchmark's size bucket for a face side."""
+    return next(index for index, (low, high) in enumerate(BUCKETS) if side < high or index == len(BUCKETS) - 1)
+
+
+def measure(models, data, scenes, quality, first_seed):
+    """Faces found per bucket, and for each model whether it named each found face right."""
+    loaded = [load_model(path, runtime="auto") for path in models]
     class_names = loaded[0][1]["class_names"]
     if any(metadata["class_names"] != class_names for _, metadata in loaded):
-        sys.exit("error: the models name different classes")
-    faces = labelled_faces(args.data, class_names)
+        raise UserError("the models name different classes")
+    faces = labelled_faces(data, class_names)
+    if not faces:
+        raise UserError(f"{data}: no .jpg or .png face in its class folders")
     photo = cv2.cvtColor(cv2.imread(str(face_scenes.ASTRONAUT)), cv2.COLOR_BGR2RGB)
     detector = FaceDetector("blazeface")
     crops, labels, buckets, total = [], [], [], np.zeros(len(BUCKETS), int)
-    for seed in range(args.scenes):
-        scene, truths, truth_labels = make_scene(np.random.default_rng(seed), faces, photo, args.quality)
+    for seed in range(first_seed, first_seed + scenes):
+        scene, truths, truth_labels = make_scene(np.random.default_rng(seed), faces, photo, quality)
         found = find_faces(Image.fromarray(scene), detector)
         for truth in truths:
             total[size_bucket(truth[2])] += 1
@@ -79,25 +87,38 @@ def main(argv=None):
             crops.append(found[box_index][1])
             labels.append(truth_labels[truth_index])
             buckets.append(size_bucket(truths[truth_index][2]))
-    labels, buckets = np.asarray(labels), np.asarray(buckets)
+    if not crops:
+        raise UserError(f"no face found in {scenes} scenes")
+    labels = np.asarray(labels)
     right = [predict_probabilities(model, np.stack(crops)).argmax(axis=1) == labels for model, _ in loaded]
-    print(f"{args.scenes} scenes, JPEG quality {args.quality}; accuracy on the faces BlazeFace found")
-    header = f"{'face side':>12s} {'found':>12s}" + "".join(f" {str(path)[-40:]:>42s}" for path in args.models)
-    print(header)
+    return np.asarray(buckets), total, right
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="*", default=[DEFAULT_MODEL_PATH])
+    parser.add_argument("--data", type=Path, default=PROJECT_DIR.parent / "shared" / "fer2013" / "validation")
+    parser.add_argument("--scenes", type=int, default=400)
+    parser.add_argument("--quality", type=int, default=75)
+    parser.add_argument("--seed", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.scenes < 1 or not 1 <= args.quality <= 100 or args.seed < 0:
+        parser.error("--scenes must be at least 1, --quality 1-100, --seed at least 0")
+    try:
+        buckets, total, right = measure(args.models, args.data, args.scenes, args.quality, args.seed)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    print(f"{args.scenes} scenes from seed {args.seed}, JPEG quality {args.quality}; accuracy on the faces found")
+    print(f"{'face side':>12s} {'found':>12s}" + "".join(f" {str(path)[-40:]:>42s}" for path in args.models))
     for index, (low, high) in enumerate(BUCKETS):
         inside = buckets == index
         print(f"{f'{low}-{high} px':>12s} {f'{inside.sum()}/{total[index]}':>12s}"
               + "".join(f" {hits[inside].mean() if inside.any() else float('nan'):>42.3f}" for hits in right))
-    print(f"{'all':>12s} {f'{len(labels)}/{total.sum()}':>12s}" + "".join(f" {hits.mean():>42.3f}" for hits in right))
+    print(f"{'all':>12s} {f'{len(buckets)}/{total.sum()}':>12s}" + "".join(f" {hits.mean():>42.3f}" for hits in right))
     if len(right) == 2:
         differ = right[1] != right[0]
         print(f"the faces only one model names right: {int((right[0] & differ).sum())} by the first, "
               f"{int((right[1] & differ).sum())} by the second")
-
-
-def size_bucket(side):
-    """The index of this benchmark's size bucket for a face side."""
-    return next(index for index, (low, high) in enumerate(BUCKETS) if side < high or index == len(BUCKETS) - 1)
 
 
 if __name__ == "__main__":
