@@ -225,9 +225,9 @@ def match(truths, found):
     return pairs
 
 
-def bucket_of(side):
-    """The index of the size bucket a face side falls in."""
-    return next(index for index, (low, high) in enumerate(BUCKETS) if side < high or index == len(BUCKETS) - 1)
+def bucket_of(side, buckets=BUCKETS):
+    """The index of the size bucket a face side falls in (the last for any larger side)."""
+    return next(index for index, (low, high) in enumerate(buckets) if side < high or index == len(buckets) - 1)
 
 
 def run_scenes(detectors, faces, photo, scenes, first_seed):

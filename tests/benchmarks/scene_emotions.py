@@ -61,11 +61,6 @@ def make_scene(rng, faces, photo, quality):
     return np.asarray(Image.open(encoded).convert("RGB")), boxes, labels
 
 
-def size_bucket(side):
-    """The index of this benchmark's size bucket for a face side."""
-    return next(index for index, (low, high) in enumerate(BUCKETS) if side < high or index == len(BUCKETS) - 1)
-
-
 def measure(models, data, scenes, quality, first_seed):
     """Faces found per bucket, and for each model whether it named each found face right."""
     loaded = [load_model(path, runtime="auto") for path in models]
@@ -82,11 +77,11 @@ def measure(models, data, scenes, quality, first_seed):
         scene, truths, truth_labels = make_scene(np.random.default_rng(seed), faces, photo, quality)
         found = find_faces(Image.fromarray(scene), detector)
         for truth in truths:
-            total[size_bucket(truth[2])] += 1
+            total[face_scenes.bucket_of(truth[2], BUCKETS)] += 1
         for truth_index, box_index in face_scenes.match(truths, [detection.box for detection, _ in found]):
             crops.append(found[box_index][1])
             labels.append(truth_labels[truth_index])
-            buckets.append(size_bucket(truths[truth_index][2]))
+            buckets.append(face_scenes.bucket_of(truths[truth_index][2], BUCKETS))
     if not crops:
         raise UserError(f"no face found in {scenes} scenes")
     labels = np.asarray(labels)
