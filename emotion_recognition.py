@@ -16,13 +16,20 @@ saved model, the robustness shifts) lives in the `facial_emotion` package, which
 `predict.py` both import; `predict.py` never imports this module, and never TensorFlow.
 """
 
-import argparse
+import sys
+
+if __name__ == "__main__":
+    # --help, argument errors and a missing TensorFlow are answered before TensorFlow loads (5-20 s):
+    # training_cli parses with no TensorFlow, then imports this module and calls run().
+    from facial_emotion.training_cli import main as light_main
+
+    sys.exit(light_main())
+
 import contextlib
 import csv
 import dataclasses
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,27 +39,25 @@ import numpy as np
 from facial_emotion import evaluation, finishing, plots, shifts
 # `from emotion_recognition import detect_emotion` is how the earliest scripts of this kind call a model.
 from facial_emotion.api import detect_emotion  # noqa: F401
-from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, StopSignals, UserError, one_line,
+from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, StopSignals, UserError, one_line,
                                    quiet_python_warnings)
 from facial_emotion.fer2013_csv import import_fer2013_csv
-from facial_emotion.files import (PROJECT_DIR, RunLock, check_training_state, claim_run_folder, portable_command,
+from facial_emotion.files import (RunLock, check_training_state, claim_run_folder, portable_command,
                                   portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
+from facial_emotion.training_cli import (ARCHITECTURES, DEFAULT_DATA_DIR, DISTRIBUTIONS, MAX_SEED,  # noqa: F401
+                                         TrainConfig, config_from_args, parse_args)
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 
 # =============================================================================================
 # Settings
 # =============================================================================================
-# The small real sample that makes the quick start work out of the box.
-DEFAULT_DATA_DIR = PROJECT_DIR / "dataset"
 # Training runs go to runs/train, runs/train2, ... so a second run never clobbers the first.
 DEFAULT_RUNS_DIR = Path("runs")
 # More class folders than this is almost surely a wrong --data-dir (a folder of photos, say).
 MAX_CLASSES = 1000
-# Seeds are NumPy's: 0 to 2**32 - 1.
-MAX_SEED = 2**32 - 1
 # Under the plateau schedule: the rate is halved after 4 flat epochs, training stops after 10
 # (with the best weights back). A cosine schedule sets the run's length itself.
 REDUCE_LR_PATIENCE = 4
@@ -62,14 +67,6 @@ MIN_LEARNING_RATE = 1e-5
 # Batch normalisation's moving averages follow the last ~10 batches, not Keras's ~100: on the
 # 22-batch epochs of the quick start, 0.99 left validation at chance for 15+ epochs.
 BATCH_NORM_MOMENTUM = 0.9
-# The networks: filters and convolutions per block, dropout after each block and in the head.
-# `default` is sized for 45 minutes on 2 CPU cores: narrow at 48x48 and 24x24, which take most of
-# the time (one convolution at 48x48 saves 15-20% at no loss), wider at 12x12 and 6x6, light
-# dropout (in 45 minutes it under-fits). `wide` is for long runs (the shipped model).
-ARCHITECTURES = {
-    "default": dict(widths=(16, 32, 96, 192), convolutions=(1, 2, 2, 2), dropout=(0.0, 0.0, 0.05, 0.1, 0.25)),
-    "wide": dict(widths=(32, 64, 128, 256), convolutions=(2, 2, 2, 2), dropout=(0.0, 0.1, 0.15, 0.2, 0.4)),
-}
 # L2 weight decay per block: only the deep blocks, which hold most of the weights.
 BLOCK_L2 = (0.0, 0.0, 1e-4, 1e-4)
 # Units of the dense layer before the output.
@@ -82,49 +79,9 @@ AUGMENTATION = dict(rotation_range=10, width_shift_range=0.1, height_shift_range
 # of the side to 130% padding: detectors and other data sets frame faces unlike FER-2013. Then
 # come the light, resolution, blur, noise and JPEG shifts of shifts.RANDOM_SHIFTS.
 FRAMING_SCALE = (0.75, 1.3)
-# --distribute: Keras's own strategies. The global batch and the learning rate grow with the
-# replicas (Goyal et al.'s linear scaling rule, 2017): one replica trains as without a strategy.
-DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
 # A run folder's resumable state: the callbacks' counters, and the model with its optimizer.
 STATE_FILE = "training_state.json"
 LAST_CHECKPOINT = "last_checkpoint.keras"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every training setting and its default, once: argparse reads the defaults from here, the
-    model's JSON and the resume state save it, and `TrainConfig.from_saved` resumes a run."""
-    data_dir: str = str(DEFAULT_DATA_DIR)
-    epochs: int = 60  # the most; early stopping or a time limit may end a run sooner
-    batch_size: int = 64  # 64 beat 32 over the same minutes; larger leave 2 cores no faster
-    learning_rate: float = 1e-3  # Adam's; 2e-3 lost 0.3 point and most of disgust's recall
-    seed: int = 42  # any fixed seed makes two runs alike: weights, shuffles, augmentation
-    augment: bool = True
-    architecture: str = "default"  # a key of ARCHITECTURES
-    class_weighting: str = "none"  # or "balanced": each class weighs the same in the loss
-    time_limit_minutes: float = None
-    lr_schedule: str = "plateau"  # or "cosine"
-    max_batches: int = None  # caps each epoch (--dry-run)
-    init_model: str = None  # a saved model whose weights start the run
-    distribute: str = "none"  # one of DISTRIBUTIONS
-    optimizer: str = "adam"  # or "sgd": Nesterov momentum 0.9, weight decay 1e-4 (see make_optimizer)
-
-    @classmethod
-    def from_saved(cls, saved, source):
-        """The config saved in a run's state or a model's JSON; keys of other versions are left
-        out, and values of the wrong type are a UserError naming `source`."""
-        if not isinstance(saved, dict):
-            raise UserError(f"{source}: its settings are not a record")
-        names = {field.name for field in dataclasses.fields(cls)}
-        config = cls(**{key: value for key, value in saved.items() if key in names})
-        for field in dataclasses.fields(cls):
-            value, default = getattr(config, field.name), field.default
-            kind = type(default) if default is not None else None
-            if value is not None and kind is not None and not isinstance(value, (int, float) if kind is float else kind):
-                raise UserError(f"{source}: setting {field.name} is {value!r}, not a {kind.__name__}")
-            if value is not None and kind is None and not isinstance(value, (str, int, float)):
-                raise UserError(f"{source}: setting {field.name} is {value!r}")
-        return config
 
 
 # =============================================================================================
@@ -209,6 +166,17 @@ def load_split(split_dir, class_names, log=print):
     if skipped:
         log(f"warning: {len(skipped)} file(s) of {split_dir} skipped", file=sys.stderr)
     return np.stack(images), np.asarray(labels, dtype=np.int64), files
+
+
+def split_selection(x, y, fraction, seed):
+    """A stratified `fraction` of the training faces held out as the selection set: ((x, y) kept
+    for training, (x, y) held out). Each class keeps at least one face on each side."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        held[members[:min(max(1, round(fraction * len(members))), len(members) - 1)]] = True
+    return (x[~held], y[~held]), (x[held], y[held])
 
 
 # =============================================================================================
@@ -510,6 +478,7 @@ def train(config=None, output_dir=None, overwrite=False, resume_state=None, call
         state = read_training_state(output_dir, required=False)
         raise TrainingInterrupted(output_dir, state["epochs_done"] if state else 0) from None
     finally:
+        keras.mixed_precision.set_global_policy("float32")
         if lock is not None:
             lock.release()
 
@@ -521,9 +490,17 @@ def train_in_folder(config, output_dir, class_names, splits, strategy, replicas,
     log(f"training on {splits[0]}, validating on {splits[1]}; writing to {output_dir}")
     x_train, y_train, _ = load_split(splits[0], class_names, log=log)
     x_val, y_val, _ = load_split(splits[1], class_names, log=log)
+    selection = None
+    if config.selection_fraction:
+        (x_train, y_train), selection = split_selection(x_train, y_train, config.selection_fraction,
+                                                        config.selection_seed)
+        log(f"{len(selection[1])} training images held out for selection (seed {config.selection_seed}): epochs and "
+            "finishing steps are chosen on them; validation is reported once, at the end")
     log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}"
         + (f"; {replicas} replicas ({config.distribute}), global batch {global_batch}" if strategy else ""))
     keras.utils.set_random_seed(config.seed + (resume_state["epochs_done"] if resume_state else 0))
+    if config.precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # train() sets float32 back
     model_path = output_dir / DEFAULT_MODEL_PATH.name
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, metadata, first_epoch = make_training_model(output_dir, model_path, class_names, config, replicas,
@@ -547,10 +524,10 @@ def train_in_folder(config, output_dir, class_names, splits, strategy, replicas,
         model.set_weights(load_keras_model(model_path).get_weights())
     else:
         model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
-                  validation_data=(x_val, y_val), validation_batch_size=PREDICT_BATCH_SIZE, verbose=0,
+                  validation_data=selection or (x_val, y_val), validation_batch_size=PREDICT_BATCH_SIZE, verbose=0,
                   callbacks=[*make_callbacks(config, output_dir, steps * global_batch, replicas, resume_state,
                                              stop, log), *callbacks])
-    if strategy is not None:
+    if strategy is not None or config.precision != "float32":
         # The finishing steps and the saved model need no strategy, and float32 weights.
         keras.mixed_precision.set_global_policy("float32")
         trained, model = model, build_model(len(class_names), config.architecture, config.learning_rate)
@@ -558,7 +535,8 @@ def train_in_folder(config, output_dir, class_names, splits, strategy, replicas,
     history = read_history(output_dir / "history.csv")
     minutes = history["elapsed_seconds"][-1] / 60 if history.get("elapsed_seconds") else 0.0
     metadata["training"].update(epochs_run=len(history.get("loss", [])), wall_minutes=round(minutes, 2))
-    metadata = finish_model(model, metadata, model_path, (x_train, y_train), (x_val, y_val), stop, log)
+    metadata = finish_model(model, metadata, model_path, (x_train, y_train), (x_val, y_val), stop, log,
+                            selection_set=selection)
     plots.save_training_curves(history, output_dir / "training_curves.png")
     write_json_atomically(dict(read_training_state(output_dir), finished=True), output_dir / STATE_FILE)
     figures = metadata["validation"]
@@ -638,20 +616,23 @@ def described_model_path(model_path):
 # =============================================================================================
 # Finishing: the steps every run ends with
 # =============================================================================================
-def finish_model(model, metadata, model_path, train_set, validation_set, stop=None, log=print):
+def finish_model(model, metadata, model_path, train_set, validation_set, stop=None, log=print, selection_set=None):
     """On the best epoch's weights: batch-norm statistics recomputed on un-augmented faces, the
     class prior restored after balanced class weights, the confidence calibrated and the model
     evaluated on validation (with the robustness panel); then the model saved, exported to ONNX
-    and its JSON written once, last. Returns the final metadata."""
+    and its JSON written once, last. With a `selection_set` every choice (the batch-norm rule, the
+    prior, the temperatures) is made on it, and validation is only measured. Returns the final
+    metadata."""
     (x_train, y_train), (x_val, y_val) = train_set, validation_set
+    x_choose, y_choose = selection_set or validation_set
     training = metadata["training"]
-    statistics = finishing.refresh_batch_norm(model, x_train, x_val, y_val, log)
+    statistics = finishing.refresh_batch_norm(model, x_train, x_choose, y_choose, log)
     if statistics:
         training["batch_norm_statistics"] = statistics
     if training.get("class_weighting") == "balanced" and not training.get("class_prior"):
-        training["class_prior"] = finishing.restore_class_prior(model, y_train, x_val, y_val,
+        training["class_prior"] = finishing.restore_class_prior(model, y_train, x_choose, y_choose,
                                                                 metadata["class_names"], log)
-    metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val)
+    metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val, selection_set)
     if stop is not None:
         stop.check()  # the last safe point: from here on the model, its JSON and the figures must agree
     with stop.shielded() if stop is not None else contextlib.nullcontext():
@@ -752,109 +733,13 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
 # =============================================================================================
 # Command line
 # =============================================================================================
-# The flags that set a TrainConfig field, by field: --resume takes a run's own and refuses these.
-TRAINING_FLAGS = {"data_dir": "--data-dir", "epochs": "--epochs", "batch_size": "--batch-size",
-                  "learning_rate": "--learning-rate", "seed": "--seed", "augment": "--no-augment", "architecture": "--architecture",
-                  "class_weighting": "--class-weight", "optimizer": "--optimizer", "time_limit_minutes": "--time-limit",
-                  "lr_schedule": "--lr-schedule", "max_batches": "--dry-run", "init_model": "--init-model",
-                  "distribute": "--distribute"}
-
-
-def build_parser():
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        description="Train a CNN to recognise facial emotions in 48x48 grayscale faces, or evaluate one.",
-        formatter_class=HelpFormatter, allow_abbrev=False)
-    add = parser.add_argument
-    add("--data-dir", type=Path, default=Path(defaults.data_dir),
-        help="folder with train/ and validation/ (or test/), each holding one folder per class")
-    add("--output-dir", type=Path, help="where the model, plots and metrics go (default: runs/train, runs/train2, ...)")
-    add("--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping may end sooner)")
-    add("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
-    add("--learning-rate", type=float, default=defaults.learning_rate, help="the optimizer's initial learning rate")
-    add("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
-        help="sgd: Nesterov momentum 0.9, weight decay 1e-4 (needs a larger --learning-rate than Adam)")
-    add("--seed", type=int, default=defaults.seed, help=f"seed for weights, shuffling and augmentation (0..{MAX_SEED})")
-    add("--no-augment", action="store_true", help="train without rotation, shift, flip, framing scale and the "
-        "light, blur, resolution, noise and JPEG shifts")
-    add("--architecture", choices=tuple(ARCHITECTURES), default=defaults.architecture,
-        help="default: Conv 16 / 32-32 / 96-96 / 192-192, sized for 45 minutes on 2 CPU cores; "
-             "wide: Conv 32-64-128-256, for long runs (the shipped model)")
-    add("--class-weight", choices=("none", "balanced"), default=defaults.class_weighting,
-        help="balanced: weight each class's loss by 1/frequency (helps rare classes such as disgust); "
-             "the class frequencies are put back into the model at the end")
-    add("--lr-schedule", choices=("plateau", "cosine"), default=defaults.lr_schedule,
-        help="plateau: halve the rate after 4 epochs without progress; cosine: decay it smoothly over "
-             "--epochs or --time-limit, whichever ends first")
-    add("--time-limit", type=float, metavar="MINUTES", help="stop after the epoch that passes this many minutes")
-    add("--distribute", choices=DISTRIBUTIONS, default=defaults.distribute,
-        help="mirrored: train on every GPU of this machine; multi-worker: on the machines TF_CONFIG names. "
-             "--batch-size and --learning-rate are per replica (GPU)")
-    add("--overwrite", action="store_true", help="allow writing into an --output-dir that holds files")
-    add("--dry-run", action="store_true", help="one epoch of two batches: checks that everything runs")
-    add("--init-model", type=Path, metavar="MODEL",
-        help="start from this saved model's weights instead of random ones (fine-tuning); a run's "
-             "last_checkpoint.keras gives its last epoch rather than its best")
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue an interrupted training run from its last finished epoch, with its settings")
-    modes.add_argument("--evaluate", type=Path, metavar="MODEL", help="evaluate this saved model on --test-dir")
-    modes.add_argument("--export-onnx", type=Path, metavar="MODEL",
-                       help="write MODEL's ONNX export beside it (training does this itself), then stop")
-    modes.add_argument("--average", type=Path, nargs="+", metavar="MODEL", help="one model with the mean of these "
-                       "models' weights (a model and its fine-tunes), finished on --data-dir, into --output-dir")
-    modes.add_argument("--import-csv", type=Path, metavar="CSV",
-                       help="convert Kaggle's fer2013.csv into class folders under --data-dir, then stop")
-    add("--test-dir", type=Path, help="with --evaluate: a folder of class folders")
-    add("--tta", action="store_true", help="with --evaluate: average each face with its mirror image")
-    return parser
-
-
-def parse_args(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.seed <= MAX_SEED:
-        parser.error(f"--seed must be from 0 to {MAX_SEED}")
-    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
-        parser.error("--learning-rate must be a positive number")
-    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
-        parser.error("--time-limit must be a positive number of minutes")
-    if bool(args.evaluate) != bool(args.test_dir):
-        parser.error("--evaluate needs --test-dir" if args.evaluate else "--test-dir goes with --evaluate MODEL")
-    mode = next((flag for flag, value in (("--resume", args.resume), ("--evaluate", args.evaluate),
-                                          ("--export-onnx", args.export_onnx), ("--import-csv", args.import_csv),
-                                          ("--average", args.average))
-                 if value), None)
-    if args.init_model and mode:
-        parser.error(f"--init-model goes with training, not with {mode}")
-    given = {token.split("=")[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
-    refused = [flag for flag in TRAINING_FLAGS.values() if flag in given and flag != "--data-dir"] + [
-        flag for flag in ("--data-dir", "--output-dir") if flag in given and args.resume]
-    if args.resume and refused:
-        parser.error(f"--resume continues a run with its own settings; {', '.join(refused)} cannot change "
-                     "them (start a new run with --init-model RUN_DIR/last_checkpoint.keras)")
-    if args.average and refused:
-        parser.error(f"--average trains nothing: {', '.join(refused)} would be ignored")
-    if args.import_csv and "--data-dir" not in given:
-        parser.error("--import-csv needs --data-dir, the folder to write the class folders into")
-    return args
-
-
-def config_from_args(args):
-    return TrainConfig(data_dir=str(args.data_dir), epochs=1 if args.dry_run else args.epochs,
-                       batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                       augment=not args.no_augment, architecture=args.architecture,
-                       class_weighting=args.class_weight, time_limit_minutes=args.time_limit,
-                       lr_schedule=args.lr_schedule, optimizer=args.optimizer, max_batches=2 if args.dry_run else None,
-                       init_model=None if args.init_model is None else str(args.init_model),
-                       distribute=args.distribute)
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    """The command line: `python emotion_recognition.py --help` lists the flags."""
+    return run(parse_args(argv))
+
+
+def run(args):
+    """The work of parsed arguments (training_cli.parse_args): one line for a user's error."""
     try:
         with StopSignals() as stop, quiet_python_warnings():  # matplotlib's and NumPy's: one line says it
             if args.import_csv:

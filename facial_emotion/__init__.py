@@ -3,11 +3,24 @@ and its two runtimes, face detection, video, the detect-crop-classify pipeline, 
 
 Its prediction side never imports TensorFlow or Keras: only `keras_runtime` (loaded when the
 Keras runtime is asked for) and the training side (`finishing`, used by emotion_recognition.py)
-do. Prediction from Python:
+do. `import facial_emotion` itself loads neither OpenCV nor ONNX Runtime: the API below is
+imported when first used. Prediction from Python:
 
-    from facial_emotion import detect_emotion, find_emotions
-    detect_emotion("dataset/validation/happy/PublicTest_10130075.jpg")   # ('happy', 95.4)
-    find_emotions("tests/data/astronaut.jpg")                           # [Face(box=[164, 57, 119, 119], ...)]
+    from facial_emotion import detect_emotion, find_emotions, track_emotions
+    detect_emotion("dataset/validation/happy/PublicTest_10130075.jpg")   # ('happy', 0.9541)
+    find_emotions("tests/data/astronaut.jpg")          # [Face(box=[164, 57, 119, 119], ...)]
+    find_emotions(numpy_array_or_pil_image)            # H x W grayscale or H x W x 3 RGB, uint8
+    for frame in track_emotions("clip.mp4", every=5):  # Frame(index, time, faces), each with its person
+        print(frame.time, [(face.person, face.emotion) for face in frame.faces])
 """
 
-from facial_emotion.api import detect_emotion, find_emotions  # noqa: F401
+API = ("detect_emotion", "find_emotions", "track_emotions")
+__all__ = list(API)
+
+
+def __getattr__(name):
+    if name in API:
+        from facial_emotion import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'facial_emotion' has no attribute {name!r}")

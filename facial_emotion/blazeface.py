@@ -39,8 +39,9 @@ import onnxruntime
 from facial_emotion.detection import (MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box,  # noqa: F401
                                       largest_first)
 from facial_emotion.errors import first_line
+from facial_emotion.files import shipped_file
 
-MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "face_detection_short_range.onnx"
+MODEL_PATH = shipped_file("face_detection_short_range.onnx")
 
 # The network's geometry, from MediaPipe's face_detection_short_range.pbtxt (SsdAnchorsCalculator
 # and TensorsToDetectionsCalculator): two heads, stride 8 with 2 anchors a cell and stride 16

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facial_emotion.errors import UserError, quiet_native_stderr
+from facial_emotion.errors import UserError, quiet_native_stderr, require_extra
 from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
 
 DETECTORS = ("blazeface", "haar", "mtcnn")
@@ -69,12 +69,11 @@ class FaceDetector:
             if self.cascade.empty():
                 raise UserError(f"{path}: OpenCV's face cascade is missing (is opencv-python-headless<5 installed?)")
         elif kind == "mtcnn":
-            try:
-                with quiet_native_stderr():
-                    from facial_emotion import keras_runtime  # noqa: F401  TensorFlow, quietly
-                    from mtcnn import MTCNN
-            except ImportError:
-                raise UserError("--detector mtcnn needs the mtcnn package: pip install mtcnn") from None
+            require_extra("tensorflow", "--detector mtcnn", "train")
+            require_extra("mtcnn", "--detector mtcnn", "train")
+            with quiet_native_stderr():
+                from facial_emotion import keras_runtime  # noqa: F401  TensorFlow, quietly
+                from mtcnn import MTCNN
             self.mtcnn = MTCNN()
         else:
             raise UserError(f"unknown detector {kind!r} (choose from {', '.join(DETECTORS)})")

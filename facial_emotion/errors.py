@@ -3,6 +3,7 @@ defaults, quiet native libraries, and Ctrl-C or SIGTERM at safe points."""
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -29,6 +30,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class UserError(Exception):
     """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
+
+
+def require_extra(module, what, extra):
+    """A one-line UserError naming the package extra to install when `module` is missing: a
+    prediction-only install (`pip install facial-emotion`) has no TensorFlow, say."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{what} needs {module}, which is not installed: pip install \"facial-emotion[{extra}]\"")
 
 
 def first_line(error, limit=200):

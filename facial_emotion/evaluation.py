@@ -115,14 +115,20 @@ def with_panel(metrics, panel):
                 framing_accuracy=framing_of(panel))
 
 
-def describe_on_validation(model, metadata, x_val, y_val):
-    """Fit the confidence temperatures on validation (one for plain answers, one for answers
-    averaged with the mirror image, which are less extreme) and record the model's validation
-    figures and robustness panel in new metadata; returns it with the calibrated probabilities.
-    The model itself is not changed."""
+def describe_on_validation(model, metadata, x_val, y_val, selection=None):
+    """Fit the confidence temperatures on validation, or on the `selection` set (faces, labels)
+    when there is one (one temperature for plain answers, one for answers averaged with the
+    mirror image, which are less extreme), and record the model's validation figures and
+    robustness panel in new metadata, with the selection set's as "selection"; returns it with the
+    calibrated probabilities on validation. The model itself is not changed."""
+    if selection is not None:
+        metadata, _ = describe_on_validation(model, metadata, *selection)
+        metadata["selection"] = metadata.pop("validation")
+        temperatures = metadata["temperature"], metadata["temperature_tta"]
     class_names = metadata["class_names"]
     raw, raw_tta = predict_probabilities(model, x_val), predict_probabilities(model, x_val, tta=True)
-    temperature, temperature_tta = fit_temperature(y_val, raw), fit_temperature(y_val, raw_tta)
+    temperature, temperature_tta = (temperatures if selection is not None
+                                    else (fit_temperature(y_val, raw), fit_temperature(y_val, raw_tta)))
     plain = compute_metrics(class_names, y_val, apply_temperature(raw, temperature))
     with_tta = compute_metrics(class_names, y_val, apply_temperature(raw_tta, temperature_tta))
     recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}  # noqa: E731

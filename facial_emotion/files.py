@@ -4,6 +4,7 @@ paths that travel with a model."""
 import errno
 import fcntl
 import hashlib
+import importlib.resources as resources
 import json
 import os
 import stat
@@ -15,6 +16,15 @@ from facial_emotion.errors import UserError, first_line
 # The project's own files (models/, dataset/) are found from the package's folder, never from the
 # working directory.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def shipped_file(name):
+    """A file the project ships in models/ (the model, the face detector): inside the installed
+    package (facial_emotion/models, put there by pyproject.toml), else in the clone's models/."""
+    installed = resources.files("facial_emotion").joinpath("models", name)
+    return Path(str(installed)) if installed.is_file() else PROJECT_DIR / "models" / name
+
+
 # The lock file of a run folder; hidden, so that it never counts as the folder holding files.
 LOCK_NAME = ".run.lock"
 # The deepest JSON a model description or run state may nest: real ones nest 4 levels; Python's

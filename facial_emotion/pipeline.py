@@ -34,17 +34,17 @@ ANNOTATE_MAX_PIXELS = 50_000_000
 class Face:
     """One face: its box [x, y, w, h] in the picture's pixels, the emotion with the highest score,
     that score (calibrated probability, 0..1), every class's score, and in a video the person it
-    belongs to (`track`)."""
+    belongs to (`person`, numbered from 1 in order of appearance)."""
     box: list
     emotion: str
     confidence: float
     scores: dict
-    track: int = None
+    person: int = None
 
     def to_dict(self):
         record = {"box": self.box, "emotion": self.emotion, "confidence": self.confidence, "scores": self.scores}
-        if self.track is not None:
-            record["track"] = self.track
+        if self.person is not None:
+            record["person"] = self.person
         return record
 
 
@@ -185,7 +185,7 @@ class Pipeline:
                 tracks = tracker.update([face.box for face in result.faces],
                                         [detection.keypoints for detection, _ in found])
                 for face, track in zip(result.faces, tracks):
-                    face.track = int(track)
+                    face.person = int(track)
             yield index, rgb, result.faces
 
     def video(self, path, every=1, annotator=None, progress=None):

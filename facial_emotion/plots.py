@@ -84,7 +84,7 @@ def first_video(results):
 
 
 def person_timelines(video, class_names):
-    """One timeline per person of a video's frames (`track`; without tracks, the largest face of
+    """One timeline per person of a video's frames (`person`; without tracks, the largest face of
     each frame is one person), for the people in at least MIN_PERSON_SHARE of the frames, most
     present first. Each: person, time, scores (per class, NaN where absent), led (per class, the
     share of the frames present that it led), present (share of all frames)."""
@@ -92,7 +92,7 @@ def person_timelines(video, class_names):
     people = {}
     for position, result in enumerate(video):
         for rank, face in enumerate(result.faces):
-            person = face.track if face.track is not None else (1 if rank == 0 else None)
+            person = face.person if face.person is not None else (1 if rank == 0 else None)
             if person is not None and position not in people.setdefault(person, {}):
                 people[person][position] = face
     timelines = []

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion.errors import UserError, first_line
-from facial_emotion.files import PROJECT_DIR, file_sha256, read_json
+from facial_emotion.errors import UserError, first_line, require_extra
+from facial_emotion.files import file_sha256, read_json, shipped_file
 from facial_emotion.images import INPUT_SHAPE
 
 # The model shipped with the project; no command writes under models/ unless told to explicitly.
-DEFAULT_MODEL_PATH = PROJECT_DIR / "models" / "emotion_model.h5"
+DEFAULT_MODEL_PATH = shipped_file("emotion_model.h5")
 # Faces are classified in batches of this many: one model call per batch, not per face, in
 # memory a few megabytes.
 PREDICT_BATCH_SIZE = 256
@@ -198,6 +198,8 @@ def load_model(model_path=DEFAULT_MODEL_PATH, runtime="keras", described_as=None
                             f"`python emotion_recognition.py --export-onnx {model_path}`)")
         if os.path.isfile(onnx_path(model_path)) and warn is not None:
             warn(f"warning: {model_path}: {problem}; using Keras")
+    require_extra("tensorflow", f"{model_path}: the Keras runtime" if runtime == "keras" else
+                  f"{model_path}: with no matching ONNX export ({problem}), the Keras runtime", "train")
     from facial_emotion import keras_runtime  # TensorFlow starts here, and only here
 
     model = keras_runtime.load_keras_model(model_path)

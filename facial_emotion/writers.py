@@ -16,7 +16,7 @@ from facial_emotion.images import to_rgb
 from facial_emotion.video import VideoWriter
 
 # --csv: one row per face per image or frame; every class's score follows these columns.
-CSV_COLUMNS = ["file", "frame", "time", "track", "x", "y", "w", "h", "emotion", "confidence"]
+CSV_COLUMNS = ["file", "frame", "time", "person", "x", "y", "w", "h", "emotion", "confidence"]
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV
 # injection"): such text cells get a leading apostrophe, which spreadsheets show as text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -50,7 +50,7 @@ def format_result(result, top_k=1):
     parts = []
     for face in result.faces:
         ranked = sorted(face.scores.items(), key=lambda item: -item[1])[:top_k]
-        who = f" person {face.track}" if face.track is not None else ""
+        who = f" person {face.person}" if face.person is not None else ""
         parts.append(", ".join(f"{one_line(name)} ({score:.1%})" for name, score in ranked)
                      + (f" at {face.box}{who}" if len(result.faces) > 1 or who else ""))
     return f"{prefix}: " + "; ".join(parts)
@@ -144,7 +144,7 @@ class CsvWriter:
     def add(self, result):
         for face in result.faces:
             self._write_row([spreadsheet_safe(result.file), "" if result.frame is None else result.frame,
-                             "" if result.time is None else result.time, "" if face.track is None else face.track,
+                             "" if result.time is None else result.time, "" if face.person is None else face.person,
                              *face.box, spreadsheet_safe(face.emotion), face.confidence,
                              *(face.scores[name] for name in self.class_names)])
 
@@ -230,7 +230,7 @@ def draw_faces(rgb, faces):
     for face in faces:
         x, y, w, h = face.box
         draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(0, 255, 0), width=line)
-        label = (f"#{face.track} " if face.track is not None else "") + f"{face.emotion} {face.confidence:.0%}"
+        label = (f"person {face.person}: " if face.person is not None else "") + f"{face.emotion} {face.confidence:.0%}"
         left, top, right, bottom = draw.textbbox((x, y), label, font=font)
         top_edge = y - (bottom - top) - 2 * line if y - (bottom - top) - 2 * line >= 0 else y + h
         draw.rectangle([x, top_edge, x + (right - left) + 2 * line, top_edge + (bottom - top) + 2 * line],

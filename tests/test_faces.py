@@ -135,13 +135,13 @@ def test_video_frames_json_csv_and_annotated_video(trained_run, tmp_path, capsys
     assert [len(result["faces"]) for result in results] == [1, 1, 0, 1, 1, 0]
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 4
-    assert list(rows[0]) == ["file", "frame", "time", "track", "x", "y", "w", "h", "emotion", "confidence",
+    assert list(rows[0]) == ["file", "frame", "time", "person", "x", "y", "w", "h", "emotion", "confidence",
                              "happy", "sad"]
     assert [row["frame"] for row in rows] == ["0", "1", "3", "4"]
     # One person throughout: a frame without the face does not give her a new track.
-    tracks = [face["track"] for result in results for face in result["faces"]]
+    tracks = [face["person"] for result in results for face in result["faces"]]
     assert len(tracks) == 4 and len(set(tracks)) == 1
-    assert [row["track"] for row in rows] == [str(tracks[0])] * 4
+    assert [row["person"] for row in rows] == [str(tracks[0])] * 4
     annotated = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     annotated.release()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import predict
+from facial_emotion import predict_cli
 from facial_emotion.detection import Detection, FaceDetector, crop_face
 from facial_emotion.images import load_face, read_image, to_grayscale
 from facial_emotion.pipeline import Classifier, Pipeline
@@ -82,7 +83,7 @@ def test_tta_shows_the_model_the_mirror_image_and_averages():
 @pytest.mark.parametrize("flags, calls", [([], 1), (["--tta"], 2)])
 def test_predict_tta_flag_reaches_the_model(monkeypatch, capsys, flags, calls):
     model = RecordingModel()
-    monkeypatch.setattr(predict, "load_model", lambda *args, **kwargs: (model, metadata()))
+    monkeypatch.setattr(predict_cli, "load_model", lambda *args, **kwargs: (model, metadata()))
     assert predict.main([str(HAPPY_FACE), "--json", *flags]) == 0
     assert json.loads(capsys.readouterr().out)[0]["faces"][0]["emotion"] == "sad"
     assert len(model.batches) == calls

@@ -12,15 +12,15 @@ CLASSES = ["$happy", "sad", "a$^^$b"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def face(emotion, track=None, classes=CLASSES):
+def face(emotion, person=None, classes=CLASSES):
     scores = {name: (0.8 if name == emotion else 0.1) for name in classes}
-    return Face([0, 0, 10, 10], emotion, 0.8, scores, track)
+    return Face([0, 0, 10, 10], emotion, 0.8, scores, person)
 
 
 def video_results(name="clip $^^$ 5.mp4", frames=30, classes=CLASSES):
     results = []
     for index in range(frames):
-        faces = [] if index == 5 else [face(classes[index % len(classes)], track=1, classes=classes)]
+        faces = [] if index == 5 else [face(classes[index % len(classes)], person=1, classes=classes)]
         results.append(Result(name, faces, video=True, frame=index, time=index / 25))
     return results
 

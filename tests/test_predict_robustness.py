@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 import predict
+from facial_emotion import predict_cli
 from conftest import PROJECT_DIR, SAMPLE_DIR
 from facial_emotion import pipeline, plots
 from facial_emotion.errors import EXIT_INTERRUPTED
@@ -177,9 +178,9 @@ def test_the_image_plot_is_a_real_picture(hostile):
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
-def face(box, emotion, scores=None, track=None):
+def face(box, emotion, scores=None, person=None):
     scores = scores or {name: (0.8 if name == emotion else 0.1) for name in CLASSES}
-    return Face(box, emotion, scores[emotion], scores, track)
+    return Face(box, emotion, scores[emotion], scores, person)
 
 
 def test_emotion_counts_cover_every_class_and_only_image_faces():
@@ -216,11 +217,11 @@ def test_emotion_timeline_follows_the_main_face_of_the_first_video():
 def test_each_tracked_person_gets_a_timeline_of_their_own():
     results = []
     for index in range(20):
-        faces = [face([0, 0, 50, 50], "happy", track=7)]
+        faces = [face([0, 0, 50, 50], "happy", person=7)]
         if index < 10:
-            faces.append(face([60, 0, 40, 40], "sad", track=3))
+            faces.append(face([60, 0, 40, 40], "sad", person=3))
         if index == 0:
-            faces.append(face([120, 0, 20, 20], "angry", track=9))  # a passer-by: in 1 frame of 20
+            faces.append(face([120, 0, 20, 20], "angry", person=9))  # a passer-by: in 1 frame of 20
         results.append(Result("clip.mp4", faces, video=True, frame=index, time=index / 10))
     timelines = plots.person_timelines(plots.first_video(results), CLASSES)
     assert [(timeline["person"], timeline["present"]) for timeline in timelines] == [(7, 1.0), (3, 0.5)]
@@ -308,7 +309,7 @@ class FixedModel:
 
 
 def use_model(monkeypatch, model):
-    monkeypatch.setattr(predict, "load_model", lambda *args, **kwargs: (model, {"class_names": CLASSES}))
+    monkeypatch.setattr(predict_cli, "load_model", lambda *args, **kwargs: (model, {"class_names": CLASSES}))
 
 
 def test_ctrl_c_during_a_video_keeps_the_frames_done_and_prints_their_json(tmp_path, monkeypatch, capsys):

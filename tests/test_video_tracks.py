@@ -43,7 +43,7 @@ def test_two_people_keep_two_stable_tracks_in_json_csv_and_the_annotated_video(t
     by_track = {}
     for frame in frames:
         for face in frame["faces"]:
-            by_track.setdefault(face["track"], []).append((frame["frame"], face["box"]))
+            by_track.setdefault(face["person"], []).append((frame["frame"], face["box"]))
     assert len(by_track) == 2, f"two people, two tracks: {sorted(by_track)}"
     walking = {}
     for track, seen in by_track.items():
@@ -57,5 +57,5 @@ def test_two_people_keep_two_stable_tracks_in_json_csv_and_the_annotated_video(t
     assert sorted(walking.values()) == [False, True], "one walks right, the other left"
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {row["track"] for row in rows} == {str(track) for track in by_track}
+    assert {row["person"] for row in rows} == {str(track) for track in by_track}
     assert (tmp_path / "out" / "two people_annotated.mp4").stat().st_size > 10_000

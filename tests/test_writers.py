@@ -87,11 +87,11 @@ def test_csv_writer_keeps_the_real_name_and_every_score(tmp_path):
     path = tmp_path / "rows.csv"
     writer = CsvWriter(path, ["-x", "y"])
     writer.add(Result("@a.jpg", [Face([1, 2, 3, 4], "-x", 0.9, {"-x": 0.9, "y": 0.1})]))
-    writer.add(Result("clip.mp4", [Face([0, 0, 5, 5], "y", 0.8, {"-x": 0.2, "y": 0.8}, track=3)], video=True,
+    writer.add(Result("clip.mp4", [Face([0, 0, 5, 5], "y", 0.8, {"-x": 0.2, "y": 0.8}, person=3)], video=True,
                       frame=12, time=0.48))
     writer.close()
     rows = list(csv.reader(io.StringIO(path.read_text())))
-    assert rows == [["file", "frame", "time", "track", "x", "y", "w", "h", "emotion", "confidence", "'-x", "y"],
+    assert rows == [["file", "frame", "time", "person", "x", "y", "w", "h", "emotion", "confidence", "'-x", "y"],
                     ["'@a.jpg", "", "", "", "1", "2", "3", "4", "'-x", "0.9", "0.9", "0.1"],
                     ["clip.mp4", "12", "0.48", "3", "0", "0", "5", "5", "y", "0.8", "0.2", "0.8"]]
 
