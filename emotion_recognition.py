@@ -226,40 +226,70 @@ def compile_model(model, learning_rate, optimizer="adam"):
 # =============================================================================================
 # Training
 # =============================================================================================
-def make_augmenter(augment=True):
+def make_augmenter(augment=True, degrade=True):
     """Keras's `ImageDataGenerator` with this project's augmentation: rotation, shift and flip,
-    then, as its preprocessing function, a random framing scale (FRAMING_SCALE) and the random
-    light, resolution, blur, noise and JPEG shifts (shifts.degrade_randomly)."""
+    then, as its preprocessing function, a random framing scale (FRAMING_SCALE) and (`degrade`)
+    the random light, resolution, blur, noise and JPEG shifts (shifts.degrade_randomly)."""
     generator = tf.keras.preprocessing.image.ImageDataGenerator(**(AUGMENTATION if augment else {}))
     if augment:
         low, high = np.log(FRAMING_SCALE[0]), np.log(FRAMING_SCALE[1])
 
         def random_framing_and_shifts(face):
             scale = float(np.exp(np.random.uniform(low, high)))
-            return shifts.degrade_randomly(generator.apply_transform(face, {"zx": scale, "zy": scale}))
+            framed = generator.apply_transform(face, {"zx": scale, "zy": scale})
+            return shifts.degrade_randomly(framed) if degrade else framed
 
         generator.preprocessing_function = random_framing_and_shifts
     return generator
 
 
-def augmented_batches(x, y, sample_weight, batch_size, seed, augment=True, first_epoch=0):
+def augmented_batches(x, y, sample_weight, batch_size, seed, augment=True, first_epoch=0, consistency=False):
     """Endless augmented training batches, epoch after epoch, identical for the same seed.
 
     `ImageDataGenerator.flow` draws its shuffles and random transforms from NumPy's global
     generator; seeding it from (seed, epoch) makes an epoch's batches depend on nothing else, so a
     resumed run sees the batches an uninterrupted one would. Keras runs this generator in a
-    background thread while the model trains on the last batch.
+    background thread while the model trains on the last batch. With `consistency` each batch is
+    three: the faces framed but not degraded, then two degraded copies of them (labels and
+    weights repeated), for the consistency term (attach_consistency).
     """
-    flow = make_augmenter(augment).flow(x, y, batch_size=batch_size, shuffle=True, seed=seed,
-                                        sample_weight=sample_weight)
+    flow = make_augmenter(augment, degrade=not consistency).flow(x, y, batch_size=batch_size, shuffle=True,
+                                                                 seed=seed, sample_weight=sample_weight)
     epoch = first_epoch
     while True:
         np.random.seed((seed + 7919 * epoch) % 2**32)  # a prime stride: no two (seed, epoch) collide soon
         flow.on_epoch_end()  # the iterator's own reshuffle of the image order
         for index in range(len(flow)):
             flow.total_batches_seen = epoch * len(flow) + index
-            yield flow[index]
+            batch = flow[index]
+            if consistency:
+                faces = batch[0]
+                copies = [np.stack([shifts.degrade_randomly(face) for face in faces]) for _ in range(2)]
+                batch = (np.concatenate([faces, *copies]), *(np.tile(part, 3) for part in batch[1:]))
+            yield batch
         epoch += 1
+
+
+def attach_consistency(model, weight):
+    """Make `model`'s training loss AugMix's (Hendrycks et al., 2020): the cross-entropy of the
+    clean third of each batch plus `weight` times the Jensen-Shannon divergence between the
+    answers to the clean face and its two shifted copies. Only this training instance's
+    compute_loss changes; validation's loss and the saved model are untouched."""
+    plain = model.compute_loss
+
+    def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not training:
+            return plain(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        third = tf.shape(y_pred)[0] // 3
+        answers = [tf.clip_by_value(tf.cast(y_pred[i * third:(i + 1) * third], "float32"), 1e-7, 1.0) for i in range(3)]
+        mixture = tf.math.log(tf.add_n(answers) / 3.0)
+        divergence = tf.add_n([tf.reduce_sum(p * (tf.math.log(p) - mixture), axis=-1) for p in answers]) / 3.0
+        weights = None if sample_weight is None else sample_weight[:third]
+        clean = plain(x=x, y=y[:third], y_pred=y_pred[:third], sample_weight=weights, training=training)
+        return clean + weight * tf.reduce_mean(divergence)
+
+    object.__setattr__(model, "compute_loss", compute_loss)  # a plain attribute, not a tracked layer
+    return model
 
 
 def cosine_learning_rate(initial, epoch, epochs, time_limit_minutes=None, elapsed_seconds=0.0):
@@ -515,7 +545,9 @@ def train_in_folder(config, output_dir, class_names, splits, strategy, replicas,
 
         sample_weight = compute_sample_weight("balanced", y_train).astype(np.float32)
     batches = augmented_batches(x_train, y_train, sample_weight, global_batch, config.seed, config.augment,
-                                first_epoch)
+                                first_epoch, consistency=bool(config.consistency))
+    if config.consistency:
+        attach_consistency(model, config.consistency)
     steps = math.ceil(len(x_train) / global_batch)
     steps = steps if config.max_batches is None else min(steps, config.max_batches)
     if resume_state and (resume_state.get("stopped") or first_epoch >= config.epochs):

@@ -77,6 +77,11 @@ class TrainConfig:
                              "--learning-rate than Adam)", choices=("adam", "sgd"))
     precision: str = setting("float32", "--precision", "bfloat16: compute in bfloat16 with float32 weights "
                              "(Keras's mixed_bfloat16); the saved model is float32", choices=("float32", "bfloat16"))
+    consistency: float = setting(0.0, "--consistency", "weight of AugMix's Jensen-Shannon consistency term "
+                                 "(Hendrycks et al., 2020; they use 12): each face is seen clean and in two randomly "
+                                 "shifted copies, the loss is the clean copy's cross-entropy plus this weight times the "
+                                 "divergence between the three answers; a step costs 3 times as much", type=float,
+                                 metavar="WEIGHT")
     selection_fraction: float = setting(0.0, "--selection-fraction", "hold out this stratified share of train/ "
                                         "for choosing the epoch and the finishing steps; validation is then only "
                                         "reported", type=float, metavar="FRACTION")
@@ -142,6 +147,8 @@ def check_numbers(parser, args):
     for name in ("seed", "selection_seed"):
         if not 0 <= getattr(args, name) <= MAX_SEED:
             parser.error(f"--{name.replace('_', '-')} must be from 0 to {MAX_SEED}")
+    if not (0 <= args.consistency <= 1000 and math.isfinite(args.consistency)):
+        parser.error("--consistency must be from 0 to 1000")
     if not 0 <= args.selection_fraction < 0.5:
         parser.error("--selection-fraction must be from 0 to below 0.5")
     if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
