@@ -47,7 +47,7 @@ from facial_emotion.files import (RunLock, check_training_state, claim_run_folde
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.training_cli import (ARCHITECTURES, DEFAULT_DATA_DIR, DISTRIBUTIONS, MAX_SEED,  # noqa: F401
-                                         TrainConfig, config_from_args, parse_args)
+                                         TrainConfig, config_from_args, cpu_has_bfloat16, parse_args)
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 
@@ -474,6 +474,14 @@ def check_training_input(config, resume_state=None):
     return train_dir, validation_dir, class_names, architecture
 
 
+def resolve_precision(config):
+    """--precision auto: bfloat16 on a CPU that computes it natively and with no GPU (which
+    --distribute runs in mixed_float16), else float32."""
+    if config.precision != "auto":
+        return config.precision
+    return "bfloat16" if cpu_has_bfloat16() and not tf.config.list_physical_devices("GPU") else "float32"
+
+
 def check_output_outside_data(output_dir, data_dir):
     """A run folder inside the data folder would turn its charts into training faces next time."""
     if output_dir is not None and Path(os.path.realpath(output_dir)).is_relative_to(os.path.realpath(data_dir)):
@@ -491,7 +499,7 @@ def train(config=None, output_dir=None, overwrite=False, resume_state=None, call
     config = config or TrainConfig()
     train_dir, validation_dir, class_names, architecture = check_training_input(config, resume_state)
     check_output_outside_data(output_dir, config.data_dir)
-    config = dataclasses.replace(config, architecture=architecture)
+    config = dataclasses.replace(config, architecture=architecture, precision=resolve_precision(config))
     strategy, replicas, chief = distribution(config.distribute)
     if not chief:
         output_dir, lock = Path(tempfile.mkdtemp(prefix="emotion-worker-")), None

@@ -15,7 +15,7 @@ package runs the same thing as `facial-emotion`; this script keeps it working fr
 
 import sys
 
-from facial_emotion.predict_cli import check_outputs, main, parse_args, run  # noqa: F401
+from facial_emotion.predict_cli import main, parse_args, run  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 import onnxruntime
 
-from facial_emotion.detection import (MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box,  # noqa: F401
-                                      largest_first)
+from facial_emotion.boxes import (MAX_SHARE_INSIDE, MIN_FACE_FRACTION, MIN_FACE_SIDE, NMS_IOU,  # noqa: F401
+                                  Detection, clip_box, iou_matrix, largest_first, merge, overlap_matrices)
 from facial_emotion.errors import first_line
 from facial_emotion.files import shipped_file
 
@@ -59,8 +59,6 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "le
 # Real faces score higher than pasted FER crops (0.92-0.96 in the two test photos, 0.74-0.80
 # half covered) and the false boxes in them 0.5-0.66, so 0.7: Haar's false alarm rate.
 MIN_SCORE = 0.7
-NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold: boxes this close are one face
-MAX_SHARE_INSIDE = 0.6  # a box with this share of its area inside a better one is part of that face
 
 # The pyramid, from recall per BlazeFace box side in input px, one pass at a time at 0.2-1.25x
 # (tuning scenes, MIN_SCORE 0.7): under 24 px 15-18%, 24-32 px about 60%, 40-96 px 70-90%,
@@ -187,40 +185,6 @@ def decode(regressions, logits, anchors, min_score):
     boxes = np.concatenate([centres - sizes / 2, sizes], axis=1)
     keypoints = regressions[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
     return boxes, scores, keypoints
-
-
-def overlap_matrices(first, second):
-    """Intersection over union, and intersection over the area of the `second` box, of every
-    box [x, y, w, h] of `first` with every one of `second`."""
-    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
-    bottom_right = np.minimum(first[:, None, :2] + first[:, None, 2:], second[None, :, :2] + second[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    first_areas, second_areas = first[:, 2] * first[:, 3], second[:, 2] * second[:, 3]
-    union = first_areas[:, None] + second_areas[None, :] - intersection
-    return intersection / np.maximum(union, 1e-9), intersection / np.maximum(second_areas[None, :], 1e-9)
-
-
-def iou_matrix(first, second):
-    """Intersection over union of every box [x, y, w, h] of `first` with every one of `second`."""
-    return overlap_matrices(first, second)[0]
-
-
-def merge(boxes, scores, keypoints):
-    """Weighted non-maximum suppression, as MediaPipe's: OpenCV picks the best box of each
-    group, then every box overlapping it by NMS_IOU or more is blended in, weighted by score,
-    which steadies boxes and keypoints from frame to frame. Last, a box lying mostly inside a
-    better-scoring one is dropped: a face does not hold a face, but an eye and a cheek can look
-    like one to a finer pass."""
-    if len(boxes) == 0:
-        return boxes, scores, keypoints
-    best = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.0, NMS_IOU), int).reshape(-1)
-    weights = (iou_matrix(boxes[best], boxes) >= NMS_IOU) * scores[None, :]
-    weights /= weights.sum(axis=1, keepdims=True)
-    boxes, scores, keypoints = weights @ boxes, scores[best], np.einsum("kn,nij->kij", weights, keypoints)
-    inside = overlap_matrices(boxes, boxes)[1] >= MAX_SHARE_INSIDE  # [i, j]: j mostly inside i
-    better = scores[:, None] > scores[None, :]
-    keep = ~np.any(inside & better, axis=0)
-    return boxes[keep], scores[keep], keypoints[keep]
 
 
 def to_haar_framing(boxes):

@@ -9,12 +9,11 @@ margin gives FER-2013's framing whichever detector found the face.
 
 import math
 import os
-from dataclasses import dataclass, field
-
 import cv2
 import numpy as np
 from PIL import Image
 
+from facial_emotion.boxes import MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box, largest_first  # noqa: F401
 from facial_emotion.errors import UserError, quiet_native_stderr, require_extra
 from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
 
@@ -30,34 +29,22 @@ DETECTION_MAX_SIDE = 1024
 # larger pictures, Haar's box side was a median 0.953 of the face's (quartiles 0.885-1.005,
 # centred), which takes 2.5% a side (tests/benchmarks/haar_framing.py).
 FACE_MARGIN = 0.025
-# Haar's smallest face: 24 px (its window) and at least 1/20 of the detection copy's shorter
-# side. Smaller Haar hits in large photos were false alarms on textures (tests/benchmarks/
-# detectors.py: 1/25 let one through at 3072 px). BlazeFace keeps the same smallest face.
-MIN_FACE_SIDE = 24
-MIN_FACE_FRACTION = 1 / 20
 # MTCNN's own confidence below which a face is dropped: lower let hands and patterns through.
 MTCNN_MIN_CONFIDENCE = 0.9
 
 
-@dataclass
-class Detection:
-    """A face found in a picture: its box [x, y, w, h] in the picture's pixels, the detector's
-    confidence, and landmarks ([k, 2] pixels; eyes first) where the detector gives them."""
-    box: list
-    score: float = 1.0
-    keypoints: np.ndarray = field(default=None, repr=False)
-
-
 class FaceDetector:
-    """One of DETECTORS, loaded once; `detect(rgb)` finds the faces of an RGB uint8 array."""
+    """One of DETECTORS, loaded once; `detect(rgb)` finds the faces of an RGB uint8 array.
+    `threads`: ONNX Runtime's threads for BlazeFace (default: blazeface.PHOTO_THREADS for
+    photos, THREADS for video); a Ray actor passes the CPUs it holds."""
 
-    def __init__(self, kind="blazeface"):
-        self.kind = kind
+    def __init__(self, kind="blazeface", threads=None):
+        self.kind, self.threads = kind, threads
         if kind == "blazeface":
             from facial_emotion import blazeface
 
             try:
-                self.photo_detector = blazeface.BlazeFaceDetector(threads=blazeface.PHOTO_THREADS)
+                self.photo_detector = blazeface.BlazeFaceDetector(threads=threads or blazeface.PHOTO_THREADS)
             except ValueError as error:
                 raise UserError(str(error)) from None
             self.video_detector = None  # made for the first video frame: a photo needs none
@@ -90,6 +77,7 @@ class FaceDetector:
                 # Video frames skip faces under 48 px, a third of the work (blazeface.VIDEO_MIN_FACE_SIDE),
                 # and the second look at half-scoring boxes (blazeface.CANDIDATE_SCORE).
                 self.video_detector = blazeface.BlazeFaceDetector(min_face=blazeface.VIDEO_MIN_FACE_SIDE,
+                                                                  threads=self.threads or blazeface.THREADS,
                                                                   second_look=False)
             return self.video_detector.detect(rgb)
         height, width = rgb.shape[:2]
@@ -123,19 +111,6 @@ class FaceDetector:
                           np.array([face["keypoints"][name] for name in order], dtype=np.float32)
                           if set(order) <= set(face.get("keypoints", {})) else None)
                 for face in found if face.get("confidence", 1.0) >= MTCNN_MIN_CONFIDENCE]
-
-
-def clip_box(box, width, height):
-    """A box [x, y, w, h] (floats or ints) rounded to whole pixels and clipped to the picture."""
-    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
-    x1, y1 = min(width, round(box[0] + box[2])), min(height, round(box[1] + box[3]))
-    return [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
-
-
-def largest_first(detections):
-    """Detections sorted largest box first (then left to right, top to bottom): the order of
-    every result."""
-    return sorted(detections, key=lambda d: (-d.box[2] * d.box[3], d.box[0], d.box[1]))
 
 
 def crop_face(gray, box, margin=FACE_MARGIN):

@@ -39,6 +39,26 @@ def require_extra(module, what, extra):
         raise UserError(f"{what} needs {module}, which is not installed: pip install \"facial-emotion[{extra}]\"")
 
 
+def emit(line, stream):
+    """A line on stdout or stderr, past the progress bar if one is showing, flushed at once."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=stream)
+    stream.flush()
+
+
+def print_note(message):
+    """One line on stderr (escaped, see one_line)."""
+    try:
+        emit(one_line(message), sys.stderr)
+    except (OSError, ValueError, AttributeError):  # stderr closed or full: nowhere left to say it
+        pass
+
+
+def print_error(message):
+    print_note(f"error: {message}")
+
+
 def first_line(error, limit=200):
     """An exception's message as one short line (its type when it has no message): how a
     library's multi-line error reaches the user inside a UserError."""

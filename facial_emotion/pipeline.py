@@ -17,7 +17,7 @@ from PIL import Image
 from facial_emotion.detection import find_faces
 from facial_emotion.errors import UserError, quiet_native_stderr
 from facial_emotion.files import walk_files
-from facial_emotion.images import check_size, is_image_file, is_video_file, read_image
+from facial_emotion.images import check_size, is_image_file, is_video_file, read_image, to_rgb
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, model_temperature, predict_probabilities
 from facial_emotion.video import open_video, read_frames
 
@@ -25,9 +25,10 @@ from facial_emotion.video import open_video, read_frames
 # first image has waited this long, so results keep coming from a slow disk or a folder of
 # large photos (detection takes 20-100 ms a photo).
 FLUSH_SECONDS = 1.0
-# With annotation, the images of a batch wait in memory until their faces are classified; a
-# batch is finished once they hold this many pixels (150 MB as RGB), whatever their number.
-ANNOTATE_MAX_PIXELS = 50_000_000
+# When a sink needs the pictures (annotated copies), the images of a batch wait in memory until
+# their faces are classified; a batch is finished once they hold this many pixels (150 MB as
+# RGB), whatever their number.
+MAX_PIXELS_HELD = 50_000_000
 
 
 @dataclass
@@ -51,8 +52,10 @@ class Face:
 @dataclass
 class Result:
     """What one photo or one analysed video frame gave: its faces, largest first, or the error
-    that stopped it. A video's results carry the frame's index and time (seconds); a video that
-    could not be read gives one result with its error and frame None."""
+    that stopped it. A video's results carry the frame's index and time (seconds), the rate of
+    the analysed frames and the video's frame count (0: unknown); a video that could not be read
+    gives one result with its error and frame None. `picture` (RGB uint8) is attached only when
+    a sink asked for pixels; `annotated` names the annotated copy once one is written."""
     file: str
     faces: list = field(default_factory=list)
     error: str = None
@@ -60,6 +63,9 @@ class Result:
     frame: int = None
     time: float = None
     annotated: str = None
+    fps: float = field(default=None, repr=False)
+    frames_total: int = field(default=None, repr=False)
+    picture: object = field(default=None, repr=False, compare=False)
 
     @property
     def analysed(self):
@@ -127,14 +133,14 @@ class Pipeline:
         for result, found in pending:
             result.faces = [self.classifier.face(detection.box, next(scores)) for detection, _ in found]
 
-    def images(self, paths, annotator=None):
+    def images(self, paths, pictures=False):
         """Yields one Result per image path, in order; a bad file gets its error, not an exception.
+        With `pictures`, each result carries its image as an RGB array.
 
         A batch is finished when it holds PREDICT_BATCH_SIZE faces, when its first image has
-        waited FLUSH_SECONDS, or, with an annotator, when the images waiting to be drawn on hold
-        ANNOTATE_MAX_PIXELS.
+        waited FLUSH_SECONDS, or, with pictures, when they hold MAX_PIXELS_HELD.
         """
-        waiting, pending, pictures = [], [], {}
+        waiting, pending = [], []
         faces_held = pixels_held = 0
         started = None
         for path in paths:
@@ -148,32 +154,30 @@ class Pipeline:
             else:
                 pending.append((result, found))
                 faces_held += len(found)
-                if annotator is not None:
-                    pictures[id(result)] = image
+                if pictures:
+                    result.picture = np.asarray(to_rgb(image))
                     pixels_held += image.width * image.height
-            image = None  # held in `pictures` if it is to be drawn on; otherwise done with
-            if (not pending or faces_held >= PREDICT_BATCH_SIZE or pixels_held >= ANNOTATE_MAX_PIXELS
+            image = None  # held as the result's picture if a sink draws on it; otherwise done with
+            if (not pending or faces_held >= PREDICT_BATCH_SIZE or pixels_held >= MAX_PIXELS_HELD
                     or time.monotonic() - started >= FLUSH_SECONDS):
-                yield from self._finish_batch(waiting, pending, pictures, annotator)
+                self.classify(pending)
+                yield from self._hand_over(waiting, pending)
                 faces_held = pixels_held = 0
                 started = None
-        yield from self._finish_batch(waiting, pending, pictures, annotator)
-
-    def _finish_batch(self, waiting, pending, pictures, annotator):
         self.classify(pending)
-        pending.clear()
+        yield from self._hand_over(waiting, pending)
+
+    @staticmethod
+    def _hand_over(waiting, pending):
         batch = waiting[:]
         waiting.clear()
-        for result in batch:
-            image = pictures.pop(id(result), None)
-            if image is not None:
-                annotator.image(image, result)
-            yield result
+        pending.clear()
+        yield from batch
 
     def frames(self, frames, every=1):
         """Yields (index, RGB frame, faces) for every `every`-th frame of an iterable of RGB frames,
-        each face with its person's `track` when the pipeline has a tracker: the loop shared by
-        video files and the webcam."""
+        each face with its `person` when the pipeline has a tracker: the loop shared by video
+        files and the webcam."""
         tracker = self.make_tracker() if self.make_tracker else None
         for index, rgb in enumerate(frames):
             if index % every:
@@ -188,49 +192,38 @@ class Pipeline:
                     face.person = int(track)
             yield index, rgb, result.faces
 
-    def video(self, path, every=1, annotator=None, progress=None):
-        """Yields one Result per analysed frame; a video that cannot be read, or whose annotated
-        copy cannot be written, yields one result with its error instead."""
+    def video(self, path, every=1, pictures=False):
+        """Yields one Result per analysed frame (with its RGB frame as `picture` when asked); a
+        video that cannot be read, or stops being readable, ends with one result with its error."""
         path = Path(path)
         try:
             capture, fps, frames_total = open_video(path)
         except UserError as error:
             yield Result(str(path), error=str(error), video=True)
             return
-        if progress is not None:
-            progress.start_video(path, frames_total)
-        writer, analysed, problem = None, 0, None
+        analysed, problem = 0, None
         try:
             for index, rgb, faces in self.frames(read_frames(capture), every):
-                if annotator is not None:
-                    writer = writer or annotator.video_writer(path, fps / every, rgb.shape)
-                    writer.write(annotator.draw_bgr(rgb, faces))
                 analysed += 1
-                yield Result(str(path), faces, video=True, frame=index, time=round(index / fps, 3))
+                yield Result(str(path), faces, video=True, frame=index, time=round(index / fps, 3),
+                             fps=fps / every, frames_total=frames_total, picture=rgb if pictures else None)
         except UserError as error:
             problem = str(error)
         finally:
             with quiet_native_stderr():
                 capture.release()
-            if writer is not None:
-                try:
-                    writer.close(keep=problem is None and analysed > 0)
-                except UserError as error:
-                    problem = problem or str(error)
         if problem is not None or not analysed:
             yield Result(str(path), error=problem or f"{path}: no frames could be read", video=True)
-        elif progress is not None:
-            progress.file_done()
 
-    def inputs(self, paths, every=1, annotator=None, progress=None):
+    def inputs(self, paths, every=1, pictures=False):
         """Images in batches, videos frame by frame, in the order given: one result at a time."""
         images = []
         for path in [*paths, None]:
             if path is None or is_video_file(path):
-                yield from self.images(images, annotator)
+                yield from self.images(images, pictures)
                 images = []
                 if path is not None:
-                    yield from self.video(path, every, annotator, progress)
+                    yield from self.video(path, every, pictures)
             else:
                 images.append(path)
 

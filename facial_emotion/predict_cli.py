@@ -19,18 +19,19 @@ imports TensorFlow unless the Keras runtime or MTCNN is asked for.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from facial_emotion import batch
 from facial_emotion.detection import DETECTORS, FaceDetector
-from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, UserError, quiet_python_warnings
+from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, UserError, print_error,
+                                   print_note, quiet_python_warnings, require_extra)
 from facial_emotion.pipeline import Classifier, Pipeline, collect_inputs
-from facial_emotion.plots import PLOT_FORMATS
+from facial_emotion import outputs
+from facial_emotion.outputs import add_output_flags, asked_for, check_outputs
 from facial_emotion.saved_model import DEFAULT_MODEL_PATH, RUNTIMES, load_model
 from facial_emotion.tracking import FaceTracker
-from facial_emotion.writers import print_error, print_note
+
 
 
 # Camera indexes OpenCV accepts: a negative one crashed it (segmentation fault).
@@ -45,11 +46,6 @@ def parse_args(argv=None):
     add("--model", type=Path, default=DEFAULT_MODEL_PATH,
         help="a model saved by emotion_recognition.py, with its .json beside it")
     add("--top-k", type=int, default=1, help="how many emotions to print per face")
-    add("--json", action="store_true", help="print a JSON list at the end, one object per image or video frame")
-    add("--csv", type=Path, metavar="FILE", help="also write one row per face (per frame) to this new CSV, as results come")
-    add("--plot", type=Path, metavar="FILE",
-        help="draw a new chart (.png, .pdf, .svg, .jpg): for the first video among the inputs, each person's "
-             "emotions over time; with no video, how many faces got each emotion")
     add("--detector", choices=DETECTORS, default=DETECTORS[0],
         help="blazeface: Google's BlazeFace on ONNX Runtime, finds small and tilted faces, fast; haar: OpenCV's "
              "cascade; mtcnn: loads TensorFlow")
@@ -58,9 +54,13 @@ def parse_args(argv=None):
     add("--runtime", choices=RUNTIMES, default="auto",
         help="auto: ONNX Runtime when the model's .onnx export matches its .h5 (no TensorFlow start-up), "
              "else Keras; onnx or keras: that one only")
-    add("--annotate", type=Path, metavar="OUT_DIR", help="write copies with boxes and labels here (videos as .mp4)")
     add("--every", type=int, default=1, metavar="N", help="in videos, analyse every Nth frame")
     add("--webcam", type=int, nargs="?", const=0, metavar="INDEX", help="live from a camera (default 0) in a window; q quits")
+    add("--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run on Ray Data (the ray extra), writing only --parquet, a new folder of Parquet files: with no "
+             "address Ray starts on this machine; `auto` or ray://HOST:10001 joins a cluster. Inputs may be URIs "
+             "that pyarrow reads (s3://, gs://)")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
@@ -70,41 +70,18 @@ def parse_args(argv=None):
         parser.error("give at least one image, video or folder (or --webcam)")
     if args.webcam is not None and not 0 <= args.webcam <= MAX_CAMERA_INDEX:
         parser.error(f"--webcam takes a camera index from 0 to {MAX_CAMERA_INDEX}")
-    if args.webcam is not None and (args.inputs or args.csv or args.plot or args.annotate or args.json):
-        parser.error("--webcam shows its results in a window; it goes with no files, --csv, --plot, --annotate or --json")
+    if args.webcam is not None and (args.inputs or asked_for(args) or args.ray):
+        flags = ", ".join([output.flag for output in outputs.OUTPUTS if output.flag] + ["--ray"])
+        parser.error(f"--webcam shows its results in a window; it goes with no files and none of {flags}")
+    if args.ray is not None and set(asked_for(args)) != {"parquet"}:
+        parser.error("--ray writes its results to --parquet FOLDER, and only there: give --parquet and no other output")
     return args
-
-
-def check_outputs(csv_path, plot_path, annotate_dir):
-    """Before any work: output files must be new, in folders that exist; the annotation folder
-    must be a folder that exists or can be made. Nothing is ever written over."""
-    for path, option in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path is not None and annotate_dir is not None and Path(os.path.realpath(path)).is_relative_to(
-                os.path.realpath(annotate_dir)):
-            raise UserError(f"{path}: inside the --annotate folder, where an annotated copy may take its "
-                            f"name; put the {option} file elsewhere")
-    for path, option in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path is None:
-            continue
-        if os.path.lexists(path):
-            raise UserError(f"{path}: already exists; choose another {option} file")
-        if not os.path.isdir(path.parent):
-            raise UserError(f"{path}: folder {path.parent} does not exist")
-    if plot_path is not None and plot_path.suffix.lower() not in PLOT_FORMATS:
-        raise UserError(f"{plot_path}: name the plot .png, .pdf, .svg or .jpg")
-    if csv_path is not None and plot_path is not None and csv_path.resolve() == plot_path.resolve():
-        raise UserError(f"{csv_path}: --csv and --plot name the same file")
-    if annotate_dir is not None:
-        try:
-            annotate_dir.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise UserError(f"{annotate_dir}: exists and is not a folder") from None
-        except OSError as error:
-            raise UserError(f"{annotate_dir}: cannot create ({error.strerror or error})") from None
 
 
 def run(args):
     """main's work: inputs and outputs checked before anything loads, then the package's pipeline."""
+    if args.ray is not None:
+        return run_on_ray(args)
     inputs, skipped = [], []
     if args.webcam is None:
         inputs = collect_inputs(args.inputs, skipped)
@@ -112,14 +89,33 @@ def run(args):
             print_note(f"warning: skipping {path}: {reason}")
         if not inputs:
             raise UserError("no image or video files in " + ", ".join(args.inputs))
-        check_outputs(args.csv, args.plot, args.annotate)
+        check_outputs(asked_for(args))
     model, metadata = load_model(args.model, runtime=args.runtime, warn=print_note)
     detector = None if args.no_detect else FaceDetector(args.detector)
     pipeline = Pipeline(Classifier(model, metadata, tta=args.tta), detector, make_tracker=FaceTracker)
     if args.webcam is not None:
         batch.run_webcam(pipeline, args.webcam)
         return 0
-    return batch.predict_files(pipeline, inputs, args.top_k, args.json, args.csv, args.plot, args.annotate, args.every)
+    return batch.predict_files(pipeline, inputs, asked_for(args), args.top_k, args.every)
+
+
+def run_on_ray(args):
+    """--ray: local inputs collected as for the plain path, URIs listed where they are."""
+    from facial_emotion import ray_predict
+
+    require_extra("ray", "--ray", "ray")
+    skipped, inputs = [], []
+    for name in args.inputs:
+        inputs += ray_predict.list_uris(name) if ray_predict.is_uri(name) else collect_inputs([name], skipped)
+    for path, reason in skipped:
+        print_note(f"warning: skipping {path}: {reason}")
+    if not inputs:
+        raise UserError("no image or video files in " + ", ".join(args.inputs))
+    check_outputs(asked_for(args))
+    load_model(args.model, runtime=args.runtime)  # a bad model is one line here, not one per actor
+    return ray_predict.predict_on_ray(inputs, args.parquet, args.model, None if args.ray == "local" else args.ray,
+                                      detector=args.detector,
+                                      runtime=args.runtime, tta=args.tta, every=args.every, no_detect=args.no_detect)
 
 
 def main(argv=None):

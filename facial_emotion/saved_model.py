@@ -119,15 +119,18 @@ def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=P
 # Runtimes
 # ---------------------------------------------------------------------------------------------
 class OnnxModel:
-    """An ONNX Runtime session that answers like a Keras model: model(batch) -> probabilities."""
+    """An ONNX Runtime session that answers like a Keras model: model(batch) -> probabilities.
+    `threads`: its intra-op threads (ONNX Runtime's default: one per core)."""
 
-    def __init__(self, path):
+    def __init__(self, path, threads=None):
         try:
             import onnxruntime
         except ImportError:
             raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 4  # fatal only: a user sees the project's one line
+        if threads:
+            options.intra_op_num_threads = threads
         self.path = path
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -178,7 +181,7 @@ def check_model_fits(model, metadata, model_path, described_as=None):
                         f"names {len(metadata['class_names'])} classes")
 
 
-def load_model(model_path=DEFAULT_MODEL_PATH, runtime="keras", described_as=None, warn=None):
+def load_model(model_path=DEFAULT_MODEL_PATH, runtime="keras", described_as=None, warn=None, threads=None):
     """A saved model and its JSON, checked to fit together and to fit 48x48x1 faces.
 
     runtime: "keras" loads the .h5 with TensorFlow; "onnx" the matching ONNX export beside it
@@ -190,7 +193,7 @@ def load_model(model_path=DEFAULT_MODEL_PATH, runtime="keras", described_as=None
     if runtime in ("auto", "onnx"):
         path, problem = matching_onnx(model_path, metadata)
         if path is not None:
-            model = OnnxModel(path)
+            model = OnnxModel(path, threads)
             check_model_fits(model, metadata, path, model_path)
             return model, metadata
         if runtime == "onnx":

@@ -21,7 +21,7 @@ def sample_records():
     """predict.py dataset/validation --json, parsed: one record per sample face."""
     with pytest.MonkeyPatch.context() as patch:
         captured = []
-        patch.setattr("facial_emotion.writers.Stdout.write", lambda self, text: captured.append(text))
+        patch.setattr("facial_emotion.sinks.Stdout.write", lambda self, text: captured.append(text))
         assert predict.main([str(SAMPLE), "--json"]) == 0
     records = json.loads("".join(captured))
     assert len(records) == 350

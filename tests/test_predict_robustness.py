@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import weakref
 import zlib
 
 import numpy as np
@@ -25,7 +24,7 @@ from conftest import PROJECT_DIR, SAMPLE_DIR
 from facial_emotion import pipeline, plots
 from facial_emotion.errors import EXIT_INTERRUPTED
 from facial_emotion.pipeline import Classifier, Face, Pipeline, Result
-from facial_emotion.writers import Annotator
+from facial_emotion.annotation import AnnotateSink
 
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
 CLASSES = ["angry", "happy", "sad"]
@@ -237,7 +236,7 @@ def test_plot_refuses_to_overwrite_and_needs_its_folder_before_any_work(tmp_path
     missing = tmp_path / "nowhere" / "plot.png"
     for plot, message in [(mine, f"{mine}: already exists; choose another --plot file"),
                           (missing, f"{missing}: folder {missing.parent} does not exist"),
-                          (tmp_path / "plot.txt", f"{tmp_path / 'plot.txt'}: name the plot .png, .pdf, .svg or .jpg")]:
+                          (tmp_path / "plot.txt", f"{tmp_path / 'plot.txt'}: name the --plot file .png, .pdf, .svg, .jpg, .jpeg")]:
         result = run_predict(image, "--plot", plot, "--csv", table)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.strip() == f"error: {message}"
@@ -259,9 +258,9 @@ def test_video_plot_csv_and_annotated_copies_that_cannot_be_written(tmp_path):
     assert video_error.startswith(f"error: {out / LONG_STEM}_annotated.mp4: cannot write annotated video")
     assert image_error == f"error: {out / LONG_STEM}_annotated.png: cannot write annotated image (File name too long)"
     assert not [path for path in out.iterdir() if LONG_STEM in path.name], "no empty file left behind"
-    lines = result.stdout.splitlines()
-    assert len(lines) == 11 and lines[0].startswith(f"{clip} [frame 0, 0.00s]: ")
-    assert [row["frame"] for row in read_rows(table)] == [str(index) for index in range(10)] + [""]
+    lines = result.stdout.splitlines()  # a copy that cannot be written stops no other output
+    assert len(lines) == 14 and lines[0].startswith(f"{clip} [frame 0, 0.00s]: ")
+    assert [row["frame"] for row in read_rows(table)] == [str(index) for index in [*range(10), *range(3)]] + [""]
     annotated = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
     annotated.release()
@@ -329,22 +328,26 @@ def test_annotation_holds_a_bounded_number_of_images_whatever_the_batch(tmp_path
     for index in range(30):
         paths.append(tmp_path / f"{index:02d}.png")
         Image.open(sample_faces("happy", 30)[index]).resize((120, 120)).save(paths[-1])
-    images, most = [], [0]  # weak references: the count of those alive is what predict.py holds
+    reads = [0]
     read_image = pipeline.read_image
 
     def counted(path):
-        image = read_image(path)
-        images.append(weakref.ref(image))
-        most[0] = max(most[0], sum(reference() is not None for reference in images))
-        return image
+        reads[0] += 1
+        return read_image(path)
 
     monkeypatch.setattr(pipeline, "read_image", counted)
-    monkeypatch.setattr(pipeline, "ANNOTATE_MAX_PIXELS", 3 * 120 * 120)
+    monkeypatch.setattr(pipeline, "MAX_PIXELS_HELD", 3 * 120 * 120)
     out = tmp_path / "out"
     out.mkdir()
     classifier = Classifier(FixedModel(), {"class_names": CLASSES})
-    results = list(Pipeline(classifier, None).images(paths, Annotator(out)))
-    assert 1 <= most[0] <= 4, f"{most[0]} full images held at once"
+    sink, results, most = AnnotateSink(out, None), [], 0
+    for result in Pipeline(classifier, None).images(paths, pictures=True):
+        most = max(most, reads[0] - len(results))  # pictures read and not yet handed over
+        assert result.picture.shape == (120, 120, 3)
+        assert sink.add(result) is None
+        result.picture = None
+        results.append(result)
+    assert 1 <= most <= 4, f"{most} full images held at once"
     assert [result.annotated for result in results] == [str(out / f"{index:02d}_annotated.png") for index in range(30)]
     assert all(path.is_file() for path in out.iterdir()) and len(list(out.iterdir())) == 30
 

@@ -94,3 +94,13 @@ def test_the_consistency_flag_reaches_training(tmp_path, monkeypatch):
     assert len(faces) == 24 and np.array_equal(labels[:8], labels[8:16])
     assert spy.calls[0]["model"].compute_loss.__name__ == "compute_loss"
     assert "consistency" in spy.calls[0]["model"].compute_loss.__qualname__
+
+
+def test_precision_auto_follows_the_cpu_s_bfloat16_flags(tmp_path):
+    from facial_emotion.training_cli import cpu_has_bfloat16
+
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx512f", False)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_bfloat16(info) is expected
+    assert cpu_has_bfloat16(tmp_path / "missing") is False

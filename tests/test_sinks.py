@@ -1,4 +1,4 @@
-"""facial_emotion.writers: text lines, JSON, CSV that spreadsheets cannot run, a stdout that fails.
+"""facial_emotion.sinks: text lines, JSON, CSV that spreadsheets cannot run, a stdout that fails.
 End to end through predict.main with the shipped model's ONNX export (no TensorFlow)."""
 
 import csv
@@ -14,7 +14,8 @@ import pytest
 
 import predict
 from facial_emotion.pipeline import Face, Result
-from facial_emotion.writers import CsvWriter, format_result, spreadsheet_safe
+from facial_emotion.outputs import Run
+from facial_emotion.sinks import CsvSink, format_result, spreadsheet_safe
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MODEL_DIR = PROJECT_DIR / "models"
@@ -85,7 +86,7 @@ def test_a_file_name_that_is_not_utf8_survives_csv_and_json(tmp_path, monkeypatc
 
 def test_csv_writer_keeps_the_real_name_and_every_score(tmp_path):
     path = tmp_path / "rows.csv"
-    writer = CsvWriter(path, ["-x", "y"])
+    writer = CsvSink(path, Run(["-x", "y"]))
     writer.add(Result("@a.jpg", [Face([1, 2, 3, 4], "-x", 0.9, {"-x": 0.9, "y": 0.1})]))
     writer.add(Result("clip.mp4", [Face([0, 0, 5, 5], "y", 0.8, {"-x": 0.2, "y": 0.8}, person=3)], video=True,
                       frame=12, time=0.48))
