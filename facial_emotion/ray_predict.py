@@ -72,28 +72,29 @@ class FilePredictor:
         import pyarrow as pa
 
         rows = []
-        for path in batch["path"].to_pylist():
-            rows += self.rows_of(path)
+        for path, name in zip(batch["path"].to_pylist(), batch["name"].to_pylist()):
+            rows += self.rows_of(path, name)
         columns = list(zip(*rows))
         return pa.Table.from_arrays([pa.array(column, type=kind) for column, kind in zip(columns, self.schema.types)],
                                     schema=self.schema)
 
-    def rows_of(self, path):
-        """The Parquet rows of one file; any failure is the file's error row."""
+    def rows_of(self, path, name):
+        """The Parquet rows of one file, read from `path` and named `name` (as the user gave it);
+        any failure is the file's error row."""
         from facial_emotion.pipeline import Result
         from facial_emotion.sinks import face_rows
 
         try:
             with local_copy(path) as local:
-                results = self.pipeline.inputs([local], self.every)
                 rows = []
-                for result in results:
-                    result.file = path
+                for result in self.pipeline.inputs([local], self.every):
+                    result.file = name
+                    result.error = result.error and result.error.replace(str(local), name)
                     rows += face_rows(result, self.class_names, faceless=True)
                 return rows
         except Exception as error:  # a file must never stop the job: it becomes an error row
-            message = str(error) if isinstance(error, UserError) else f"{path}: {first_line(error)}"
-            return face_rows(Result(path, error=message), self.class_names, faceless=True)
+            message = str(error) if isinstance(error, UserError) else f"{name}: {first_line(error)}"
+            return face_rows(Result(name, error=message), self.class_names, faceless=True)
 
 
 class local_copy:
@@ -125,6 +126,13 @@ def start_ray(address, num_cpus=None):
     require_extra("ray", "--ray", "ray")
     import ray
 
+    import logging
+
+    import ray.data
+
+    for name in [*logging.root.manager.loggerDict, "ray.data"]:  # Ray's progress bars say how far it got
+        if name.startswith("ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not ray.is_initialized():
         try:
             ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
@@ -145,9 +153,11 @@ def predict_on_ray(inputs, parquet_dir, model_path, address=None, actors=None, t
 
     cpus = int(ray.available_resources().get("CPU", 1))
     actors = actors or max(1, cpus // threads)
-    dataset = ray.data.from_items([{"path": str(path)} for path in inputs])
+    dataset = ray.data.from_items([{"path": str(path) if is_uri(path) else os.path.abspath(path), "name": str(path)}
+                                   for path in inputs])
     rows = dataset.map_batches(
-        FilePredictor, batch_size=FILES_PER_BATCH, batch_format="pyarrow", concurrency=actors, num_cpus=threads,
+        FilePredictor, batch_size=FILES_PER_BATCH, batch_format="pyarrow", num_cpus=threads,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs=dict(model_path=str(model_path), detector=detector, runtime=runtime, tta=tta,
                                    every=every, threads=threads, no_detect=no_detect))
     rows.write_parquet(str(parquet_dir))
