@@ -521,19 +521,25 @@ def train(config=None, output_dir=None, overwrite=False, resume_state=None, call
             lock.release()
 
 
+def load_training_data(config, splits, class_names, log=print):
+    """The training and validation faces, and the selection set held out of training (None
+    without --selection-fraction)."""
+    x_train, y_train, _ = load_split(splits[0], class_names, log=log)
+    validation = load_split(splits[1], class_names, log=log)[:2]
+    if not config.selection_fraction:
+        return (x_train, y_train), validation, None
+    train, selection = split_selection(x_train, y_train, config.selection_fraction, config.selection_seed)
+    log(f"{len(selection[1])} training images held out for selection (seed {config.selection_seed}): epochs and "
+        "finishing steps are chosen on them; validation is reported once, at the end")
+    return train, validation, selection
+
+
 def train_in_folder(config, output_dir, class_names, splits, strategy, replicas, resume_state, callbacks, stop,
                     log):
     """train()'s work once its folder is held: load, build, fit, finish."""
     global_batch = config.batch_size * replicas
     log(f"training on {splits[0]}, validating on {splits[1]}; writing to {output_dir}")
-    x_train, y_train, _ = load_split(splits[0], class_names, log=log)
-    x_val, y_val, _ = load_split(splits[1], class_names, log=log)
-    selection = None
-    if config.selection_fraction:
-        (x_train, y_train), selection = split_selection(x_train, y_train, config.selection_fraction,
-                                                        config.selection_seed)
-        log(f"{len(selection[1])} training images held out for selection (seed {config.selection_seed}): epochs and "
-            "finishing steps are chosen on them; validation is reported once, at the end")
+    (x_train, y_train), (x_val, y_val), selection = load_training_data(config, splits, class_names, log)
     log(f"{len(x_train)} training and {len(x_val)} validation images, classes: {', '.join(class_names)}"
         + (f"; {replicas} replicas ({config.distribute}), global batch {global_batch}" if strategy else ""))
     keras.utils.set_random_seed(config.seed + (resume_state["epochs_done"] if resume_state else 0))
@@ -657,22 +663,23 @@ def described_model_path(model_path):
 # Finishing: the steps every run ends with
 # =============================================================================================
 def finish_model(model, metadata, model_path, train_set, validation_set, stop=None, log=print, selection_set=None):
-    """On the best epoch's weights: batch-norm statistics recomputed on un-augmented faces, the
-    class prior restored after balanced class weights, the confidence calibrated and the model
-    evaluated on validation (with the robustness panel); then the model saved, exported to ONNX
-    and its JSON written once, last. With a `selection_set` every choice (the batch-norm rule, the
-    prior, the temperatures) is made on it, and validation is only measured. Returns the final
-    metadata."""
+    """On the best epoch's weights: the class prior restored after balanced class weights, then
+    batch-norm statistics recomputed on un-augmented faces, the confidence calibrated and the
+    model evaluated on validation (with the robustness panel); then the model saved, exported to
+    ONNX and its JSON written once, last. With a `selection_set` every choice (the batch-norm
+    rule, the temperatures) is made on it, and validation is only measured. The panel of the
+    faces the choices are made on is computed once per model the batch-norm rule weighs, and the
+    kept one's is reused. Returns the final metadata."""
     (x_train, y_train), (x_val, y_val) = train_set, validation_set
     x_choose, y_choose = selection_set or validation_set
     training = metadata["training"]
-    statistics = finishing.refresh_batch_norm(model, x_train, x_choose, y_choose, log)
-    if statistics:
-        training["batch_norm_statistics"] = statistics
     if training.get("class_weighting") == "balanced" and not training.get("class_prior"):
         training["class_prior"] = finishing.restore_class_prior(model, y_train, x_choose, y_choose,
                                                                 metadata["class_names"], log)
-    metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val, selection_set)
+    statistics, panel = finishing.refresh_batch_norm(model, x_train, x_choose, y_choose, log)
+    if statistics:
+        training["batch_norm_statistics"] = statistics
+    metadata, probabilities = evaluation.describe_on_validation(model, metadata, x_val, y_val, selection_set, panel)
     if stop is not None:
         stop.check()  # the last safe point: from here on the model, its JSON and the figures must agree
     with stop.shielded() if stop is not None else contextlib.nullcontext():

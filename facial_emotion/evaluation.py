@@ -115,14 +115,16 @@ def with_panel(metrics, panel):
                 framing_accuracy=framing_of(panel))
 
 
-def describe_on_validation(model, metadata, x_val, y_val, selection=None):
+def describe_on_validation(model, metadata, x_val, y_val, selection=None, panel=None):
     """Fit the confidence temperatures on validation, or on the `selection` set (faces, labels)
     when there is one (one temperature for plain answers, one for answers averaged with the
     mirror image, which are less extreme), and record the model's validation figures and
     robustness panel in new metadata, with the selection set's as "selection"; returns it with the
-    calibrated probabilities on validation. The model itself is not changed."""
+    calibrated probabilities on validation. `panel`: the robustness panel of the faces the
+    temperatures are fitted on, when already known. The model itself is not changed."""
     if selection is not None:
-        metadata, _ = describe_on_validation(model, metadata, *selection)
+        metadata, _ = describe_on_validation(model, metadata, *selection, panel=panel)
+        panel = None
         metadata["selection"] = metadata.pop("validation")
         temperatures = metadata["temperature"], metadata["temperature_tta"]
     class_names = metadata["class_names"]
@@ -132,7 +134,7 @@ def describe_on_validation(model, metadata, x_val, y_val, selection=None):
     plain = compute_metrics(class_names, y_val, apply_temperature(raw, temperature))
     with_tta = compute_metrics(class_names, y_val, apply_temperature(raw_tta, temperature_tta))
     recall = lambda metrics: {name: figures["recall"] for name, figures in metrics["per_class"].items()}  # noqa: E731
-    panel = robustness_panel(model, x_val, y_val)
+    panel = panel or robustness_panel(model, x_val, y_val)
     metadata = dict(metadata, temperature=round(temperature, 4), temperature_tta=round(temperature_tta, 4))
     metadata["validation"] = {
         "images": int(len(y_val)), "accuracy": plain["accuracy"], "macro_f1": plain["macro_f1"],

@@ -113,10 +113,11 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
     unless validation accuracy drops, either on the faces as they are or on average under the
     robustness panel's shifts: for a model trained on shifted faces, statistics of clean ones can
     win a little plain accuracy and lose more on the faces a detector finds. Returns the record
-    for the model's JSON (None when the model has no batch norm)."""
+    for the model's JSON (None when the model has no batch norm) and the panel of the statistics
+    kept, which describes the model from here on (None without batch norm)."""
     norms = batch_norm_layers(model)
     if not norms:
-        return None
+        return None, None
     before, saved = robustness_panel(model, x_val, y_val), [layer.get_weights() for layer in norms]
     recompute_batch_norm_statistics(model, x_train)
     after = robustness_panel(model, x_val, y_val)
@@ -131,7 +132,7 @@ def refresh_batch_norm(model, x_train, x_val, y_val, log=print):
         f"{shifted_after:.4f}; {'kept' if kept else 'discarded (kept the training-time ones)'}")
     return {"recomputed_on_training_images": int(len(x_train)), "validation_accuracy_before": before["accuracy"],
             "validation_accuracy_after": after["accuracy"], "mean_shifted_accuracy_before": shifted_before,
-            "mean_shifted_accuracy_after": shifted_after, "kept": kept}
+            "mean_shifted_accuracy_after": shifted_after, "kept": kept}, after if kept else before
 
 
 def restore_class_prior(model, y_train, x_val, y_val, class_names, log=print):

@@ -40,8 +40,9 @@ def test_statistics_that_lower_validation_accuracy_are_discarded():
     before = [np.asarray(w).copy() for w in model.get_weights()]
     # "Training faces" of one huge constant value: every face then looks alike to the model, which
     # answers one class for all of them.
-    record = finishing.refresh_batch_norm(model, np.full((64, 48, 48, 1), 1e7, np.float32), x_val, y_val,
-                                   log=lambda *a, **k: None)
+    record, kept_panel = finishing.refresh_batch_norm(model, np.full((64, 48, 48, 1), 1e7, np.float32), x_val, y_val,
+                                                      log=lambda *a, **k: None)
+    assert kept_panel["accuracy"] == 1.0  # the panel of the statistics kept: the training-time ones
     assert record["validation_accuracy_before"] == 1.0 and record["validation_accuracy_after"] < 1.0
     assert record["kept"] is False
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.get_weights()))
@@ -66,12 +67,15 @@ def test_statistics_are_kept_only_if_neither_plain_nor_shifted_accuracy_drops(mo
     under the panel's shifts: those statistics are discarded too."""
     keras.utils.set_random_seed(0)
     model, x_val = batch_norm_model(), faces(8, seed=1)
-    panels = iter([panel(0.6, (0.3, 0.5, 0.7)), panel(plain_after, shifted_after)])
+    made = [panel(0.6, (0.3, 0.5, 0.7)), panel(plain_after, shifted_after)]
+    panels = iter(made)
     monkeypatch.setattr(finishing, "robustness_panel", lambda *args, **kwargs: next(panels))
     monkeypatch.setattr(finishing, "recompute_batch_norm_statistics",
                         lambda model, faces: model.layers[0].moving_mean.assign(np.full((1,), 7.0, np.float32)))
-    record = finishing.refresh_batch_norm(model, faces(16), x_val, np.zeros(8, int), log=lambda *a, **k: None)
+    record, kept_panel = finishing.refresh_batch_norm(model, faces(16), x_val, np.zeros(8, int),
+                                                      log=lambda *a, **k: None)
     assert record["kept"] is kept
+    assert kept_panel is made[1 if kept else 0]
     assert record["validation_accuracy_after"] == plain_after
     assert (record["mean_shifted_accuracy_before"], record["mean_shifted_accuracy_after"]) == (
         0.5, round(sum(shifted_after) / 3, 4))

@@ -104,3 +104,24 @@ def test_precision_auto_follows_the_cpu_s_bfloat16_flags(tmp_path):
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert cpu_has_bfloat16(info) is expected
     assert cpu_has_bfloat16(tmp_path / "missing") is False
+
+
+def test_a_finish_computes_the_panel_once_per_model_the_batch_norm_rule_weighs(tmp_path, monkeypatch):
+    data = make_data(tmp_path / "data", (("happy", 20), ("sad", 20)))
+    sizes = []
+    panel = er.evaluation.robustness_panel
+
+    def counted(model, faces, labels, tta=False):
+        sizes.append(len(faces))
+        return panel(model, faces, labels, tta)
+
+    monkeypatch.setattr(er.finishing, "robustness_panel", counted)
+    monkeypatch.setattr(er.evaluation, "robustness_panel", counted)
+    assert er.main(["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
+                    "--selection-fraction", "0.25", "--class-weight", "balanced"]) == 0
+    # Before and after recomputing the statistics on the selection set (10 faces); validation once (8).
+    assert sizes == [10, 10, 8]
+    metadata = json.loads((tmp_path / "run" / "emotion_model.json").read_text())
+    kept = metadata["training"]["batch_norm_statistics"]
+    assert metadata["selection"]["robustness"]["accuracy"] == (
+        kept["validation_accuracy_after"] if kept["kept"] else kept["validation_accuracy_before"])
