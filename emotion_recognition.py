@@ -374,8 +374,6 @@ class RunState(keras.callbacks.Callback):
         stopping = self.early_stopping
         stopping.wait, stopping.best = state["early_stopping"]["wait"], state["early_stopping"]["best"]
         stopping.best_epoch = state["early_stopping"]["best_epoch"]
-        if os.path.isfile(self.model_path):
-            stopping.best_weights = load_keras_model(self.model_path).get_weights()
         if self.reduce_lr is not None and state.get("reduce_lr"):
             for key, value in state["reduce_lr"].items():
                 setattr(self.reduce_lr, key, value)
@@ -423,7 +421,7 @@ def make_callbacks(config, output_dir, epoch_images, replicas=1, resume_state=No
             monitor="val_loss", factor=0.5, patience=REDUCE_LR_PATIENCE, min_lr=MIN_LEARNING_RATE)
         patience = EARLY_STOP_PATIENCE
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                                   restore_best_weights=True)
+                                                   restore_best_weights=False)  # RunState keeps the best
     history = keras.callbacks.CSVLogger(str(Path(output_dir) / "history.csv"), append=resume_state is not None)
     record = dict(dataclasses.asdict(config), replicas=replicas)
     state = RunState(output_dir, record, report, early_stopping, reduce_lr, resume_state)
@@ -565,14 +563,14 @@ def train_in_folder(config, output_dir, class_names, splits, strategy, replicas,
     steps = math.ceil(len(x_train) / global_batch)
     steps = steps if config.max_batches is None else min(steps, config.max_batches)
     if resume_state and (resume_state.get("stopped") or first_epoch >= config.epochs):
-        # Training had ended, but not its finishing steps: those run on the best epoch.
         log("training had ended; finishing its best model")
-        model.set_weights(load_keras_model(model_path).get_weights())
     else:
         model.fit(batches, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
                   validation_data=selection or (x_val, y_val), validation_batch_size=PREDICT_BATCH_SIZE, verbose=0,
                   callbacks=[*make_callbacks(config, output_dir, steps * global_batch, replicas, resume_state,
                                              stop, log), *callbacks])
+    # The best epoch is the one RunState saved: the one place the best model is kept.
+    model.set_weights(load_keras_model(model_path).get_weights())
     if strategy is not None or config.precision != "float32":
         # The finishing steps and the saved model need no strategy, and float32 weights.
         keras.mixed_precision.set_global_policy("float32")

@@ -236,8 +236,8 @@ def test_early_stopping_never_cuts_a_cosine_schedule_short(tmp_path, schedule, p
     settings = er.TrainConfig(lr_schedule=schedule, learning_rate=1e-3, epochs=80)
     callbacks = er.make_callbacks(settings, tmp_path, 64, log=quiet)
     stopping = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
-    assert len(stopping) == 1 and stopping[0].restore_best_weights
-    # Under cosine the schedule ends the run; early stopping only keeps the best epoch's weights.
+    assert len(stopping) == 1 and not stopping[0].restore_best_weights  # RunState's .h5 is the best epoch
+    # Under cosine the schedule ends the run; early stopping never stops it.
     assert stopping[0].patience == patience
 
 
