@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 import onnxruntime
 
-from facial_emotion.boxes import (MAX_SHARE_INSIDE, MIN_FACE_FRACTION, MIN_FACE_SIDE, NMS_IOU,  # noqa: F401
-                                  Detection, clip_box, iou_matrix, largest_first, merge, overlap_matrices)
+from facial_emotion.boxes import (MAX_SHARE_INSIDE, MIN_FACE_FRACTION, MIN_FACE_SIDE, NMS_IOU,
+                                  Detection, clip_box, largest_first, merge, overlap_matrices)
 from facial_emotion.errors import first_line
 from facial_emotion.files import shipped_file
 

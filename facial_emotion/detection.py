@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facial_emotion.boxes import MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box, largest_first  # noqa: F401
+from facial_emotion.boxes import MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box, largest_first
 from facial_emotion.errors import UserError, quiet_native_stderr, require_extra
 from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
 

@@ -12,6 +12,8 @@ No TensorFlow here.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from facial_emotion.boxes import iou_matrix
+
 # A face the detector misses for a moment (a blink, a turned head, motion blur: a Haar cascade
 # drops a face for one to three frames at a time) keeps its id for this many analysed frames:
 # a sixth of a second at --every 1 and 30 fps, about a second at --every 5, too short for
@@ -45,11 +47,7 @@ def _size(box):
 
 def _iou(a, b):
     """Intersection over union of two [x, y, w, h] boxes."""
-    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    inter = max(width, 0.0) * max(height, 0.0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+    return float(iou_matrix(np.asarray([a], float), np.asarray([b], float))[0, 0])
 
 
 def _as_box(box):

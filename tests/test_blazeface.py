@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facial_emotion import blazeface, detection
+from facial_emotion import blazeface, boxes, detection
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (see tests/data/README.md)
@@ -20,7 +20,7 @@ SAMPLE_FACES = sorted((PROJECT_DIR / "dataset" / "validation" / "happy").iterdir
 
 
 def iou(first, second):
-    return float(blazeface.iou_matrix(np.array([first], float), np.array([second], float))[0, 0])
+    return float(boxes.iou_matrix(np.array([first], float), np.array([second], float))[0, 0])
 
 
 def read_rgb(path):
@@ -190,7 +190,7 @@ def test_align_crop_turns_a_tilted_face_upright(detector):
     assert detection.eye_angle(face) == pytest.approx(-25, abs=6)
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
     upright = detection.align_crop(gray, face, detection.FACE_MARGIN, size=128)
-    plain = detection.align_crop(gray, blazeface.Detection(face.box, face.score, None), detection.FACE_MARGIN, size=128)
+    plain = detection.align_crop(gray, boxes.Detection(face.box, face.score, None), detection.FACE_MARGIN, size=128)
     assert upright.shape == plain.shape == (128, 128)
     # Read the crops again: the aligned one's eye line is level, the plain one's still tilted.
     [again] = detector.detect(np.stack([upright] * 3, axis=-1))
@@ -202,7 +202,7 @@ def test_align_crop_turns_a_tilted_face_upright(detector):
 def test_eye_angle_ignores_mirroring():
     keypoints = np.zeros((6, 2))
     keypoints[0], keypoints[1] = [60, 50], [20, 40]  # the eyes in a mirrored picture
-    assert detection.eye_angle(blazeface.Detection([0, 0, 80, 80], 0.9, keypoints)) == pytest.approx(14.04, abs=0.01)
+    assert detection.eye_angle(boxes.Detection([0, 0, 80, 80], 0.9, keypoints)) == pytest.approx(14.04, abs=0.01)
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not an onnx model at all" * 10])

@@ -40,7 +40,7 @@ import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT_DIR))
-from facial_emotion import blazeface, detection  # noqa: E402
+from facial_emotion import blazeface, boxes, detection  # noqa: E402
 
 CANVAS = (640, 480)  # a VGA video frame, the size predict.py meets most often in video
 FACE_SIDES = (30, 300)  # px: from a face in a group photo to one that fills most of the frame
@@ -214,7 +214,7 @@ def match(truths, found):
     """Pairs (truth index, found index) with IoU >= MATCH_IOU, greedily by IoU, each box used once."""
     if not truths or not found:
         return []
-    overlaps = blazeface.iou_matrix(np.asarray(truths, float), np.asarray(found, float))
+    overlaps = boxes.iou_matrix(np.asarray(truths, float), np.asarray(found, float))
     pairs = []
     for flat in np.argsort(-overlaps, axis=None):
         truth, box = np.unravel_index(flat, overlaps.shape)
