@@ -39,15 +39,16 @@ import numpy as np
 from facial_emotion import evaluation, finishing, plots, shifts
 # `from emotion_recognition import detect_emotion` is how the earliest scripts of this kind call a model.
 from facial_emotion.api import detect_emotion  # noqa: F401
-from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, StopSignals, UserError, one_line,
-                                   quiet_python_warnings)
+from facial_emotion.console import StopSignals, quiet_python_warnings
+from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, one_line
 from facial_emotion.fer2013_csv import import_fer2013_csv
-from facial_emotion.files import (RunLock, check_training_state, claim_run_folder, portable_command,
+from facial_emotion.files import (RunLock, claim_run_folder, portable_command,
                                   portable_record, read_json, replace_atomically, walk_files, write_json_atomically)
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.training_cli import (ARCHITECTURES, DEFAULT_DATA_DIR, DISTRIBUTIONS, MAX_SEED,  # noqa: F401
-                                         TrainConfig, config_from_args, cpu_has_bfloat16, parse_args)
+                                         TrainConfig, check_training_state, config_from_args, cpu_has_bfloat16,
+                                         parse_args)
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 

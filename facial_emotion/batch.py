@@ -2,7 +2,8 @@
 the outputs asked for, Ctrl-C and SIGTERM that stop after the result in hand, and the live webcam."""
 
 from facial_emotion.annotation import bgr_with_faces
-from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, StopSignals, UserError, print_note
+from facial_emotion.console import StopSignals
+from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, print_note
 from facial_emotion.outputs import Outputs
 from facial_emotion.video import open_camera, read_frames
 

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from facial_emotion.boxes import MIN_FACE_FRACTION, MIN_FACE_SIDE, Detection, clip_box, largest_first
-from facial_emotion.errors import UserError, quiet_native_stderr, require_extra
+from facial_emotion.console import quiet_native_stderr
+from facial_emotion.errors import UserError, require_extra
 from facial_emotion.images import preprocess_face, to_grayscale, to_rgb
 
 DETECTORS = ("blazeface", "haar", "mtcnn")

@@ -330,22 +330,3 @@ def portable_record(value):
 def portable_command(argv):
     """The command line, with absolute paths made portable (see portable_path)."""
     return " ".join([Path(argv[0]).name] + [portable_path(arg) if os.path.isabs(arg) else arg for arg in argv[1:]])
-
-
-def check_training_state(state, path):
-    """A run's training_state.json (already parsed), returned when every field --resume reads has
-    its type; otherwise a UserError naming the broken fields."""
-    number = (int, float)
-    expected = {"epochs_done": int, "elapsed_seconds": number, "early_stopping": dict, "settings": dict}
-    problems = [key for key, kind in expected.items() if not isinstance(state, dict) or not isinstance(
-        state.get(key), kind) or isinstance(state.get(key), bool)]
-    if not problems:
-        stopping = state["early_stopping"]
-        problems = [f"early_stopping.{key}" for key, kind in (("wait", int), ("best", number), ("best_epoch", int))
-                    if not isinstance(stopping.get(key), kind) and stopping.get(key) is not None]
-        problems += [key for key, kind in (("checkpoint_best", number), ("reduce_lr", dict))
-                     if state.get(key) is not None and not isinstance(state[key], kind)]
-        problems += ["epochs_done"] if state["epochs_done"] < 0 else []
-    if problems:
-        raise UserError(f"{path}: not a valid training state ({', '.join(problems)} missing or of the wrong type)")
-    return state

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion.errors import UserError, first_line, quiet_native_stderr
+from facial_emotion.console import quiet_native_stderr
+from facial_emotion.errors import UserError, first_line
 from facial_emotion.evaluation import accuracy_of, robustness_panel
 from facial_emotion.files import (file_sha256, portable_command, portable_path, portable_record, remove_quietly,
                                   temporary_path)

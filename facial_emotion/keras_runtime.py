@@ -8,7 +8,8 @@ import os
 import warnings
 from pathlib import Path
 
-from facial_emotion.errors import UserError, first_line, quiet_native_stderr
+from facial_emotion.console import quiet_native_stderr
+from facial_emotion.errors import UserError, first_line
 from facial_emotion.files import replace_atomically
 
 # TensorFlow's C++ start-up chatter is noise for a command-line user; real errors still surface.

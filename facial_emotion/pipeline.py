@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from facial_emotion.detection import find_faces
-from facial_emotion.errors import UserError, quiet_native_stderr
+from facial_emotion.console import quiet_native_stderr
+from facial_emotion.errors import UserError
 from facial_emotion.files import walk_files
 from facial_emotion.images import check_size, is_image_file, is_video_file, read_image, to_rgb
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, model_temperature, predict_probabilities

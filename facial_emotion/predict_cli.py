@@ -24,8 +24,8 @@ from pathlib import Path
 
 from facial_emotion import batch
 from facial_emotion.detection import DETECTORS, FaceDetector
-from facial_emotion.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, UserError, print_error,
-                                   print_note, quiet_python_warnings, require_extra)
+from facial_emotion.console import HelpFormatter, quiet_python_warnings
+from facial_emotion.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, print_error, print_note, require_extra
 from facial_emotion.pipeline import Classifier, Pipeline, collect_inputs
 from facial_emotion import outputs
 from facial_emotion.outputs import add_output_flags, asked_for, check_outputs

@@ -149,7 +149,7 @@ def predict_on_ray(inputs, parquet_dir, model_path, address=None, actors=None, t
     returns the exit status (1 when any file failed, after all were tried)."""
     ray = start_ray(address)
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as pa_dataset
 
     cpus = int(ray.available_resources().get("CPU", 1))
     actors = actors or max(1, cpus // threads)
@@ -161,9 +161,10 @@ def predict_on_ray(inputs, parquet_dir, model_path, address=None, actors=None, t
         fn_constructor_kwargs=dict(model_path=str(model_path), detector=detector, runtime=runtime, tta=tta,
                                    every=every, threads=threads, no_detect=no_detect))
     rows.write_parquet(str(parquet_dir))
-    written = pq.read_table(str(parquet_dir), columns=["file", "error"])
-    errors = written.filter(pc.invert(pc.is_null(written["error"])))
-    for message in sorted(set(errors.column("error").to_pylist())):
+    # The error rows only, scanned with a filter: memory follows the errors, not the files.
+    errors = pa_dataset.dataset(str(parquet_dir), format="parquet").to_table(
+        columns=["error"], filter=~pc.field("error").is_null()).column("error").to_pylist()
+    for message in sorted(set(errors)):
         print_note(f"error: {message}")
     print(f"{len(inputs)} files; rows in {parquet_dir}", file=sys.stderr)
-    return 1 if errors.num_rows else 0
+    return 1 if errors else 0

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from facial_emotion.errors import EXIT_USER_ERROR, HelpFormatter, one_line
+from facial_emotion.console import HelpFormatter
+from facial_emotion.errors import EXIT_USER_ERROR, UserError, one_line
 from facial_emotion.files import PROJECT_DIR
 
 # The small real sample that makes the quick start work out of the box (in a clone).
@@ -106,8 +107,6 @@ class TrainConfig:
     def from_saved(cls, saved, source):
         """The config saved in a run's state or a model's JSON; keys of other versions are left
         out, and values of the wrong type are a UserError naming `source`."""
-        from facial_emotion.errors import UserError
-
         if not isinstance(saved, dict):
             raise UserError(f"{source}: its settings are not a record")
         names = {field.name for field in dataclasses.fields(cls)}
@@ -120,6 +119,25 @@ class TrainConfig:
             if value is not None and kind is None and not isinstance(value, (str, int, float)):
                 raise UserError(f"{source}: setting {field.name} is {value!r}")
         return config
+
+
+def check_training_state(state, path):
+    """A run's training_state.json (already parsed), returned when every field --resume reads has
+    its type; otherwise a UserError naming the broken fields."""
+    number = (int, float)
+    expected = {"epochs_done": int, "elapsed_seconds": number, "early_stopping": dict, "settings": dict}
+    problems = [key for key, kind in expected.items() if not isinstance(state, dict) or not isinstance(
+        state.get(key), kind) or isinstance(state.get(key), bool)]
+    if not problems:
+        stopping = state["early_stopping"]
+        problems = [f"early_stopping.{key}" for key, kind in (("wait", int), ("best", number), ("best_epoch", int))
+                    if not isinstance(stopping.get(key), kind) and stopping.get(key) is not None]
+        problems += [key for key, kind in (("checkpoint_best", number), ("reduce_lr", dict))
+                     if state.get(key) is not None and not isinstance(state[key], kind)]
+        problems += ["epochs_done"] if state["epochs_done"] < 0 else []
+    if problems:
+        raise UserError(f"{path}: not a valid training state ({', '.join(problems)} missing or of the wrong type)")
+    return state
 
 
 # The flags that set a TrainConfig field, by field: --resume takes a run's own and refuses these.

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from facial_emotion.errors import UserError, quiet_native_stderr
+from facial_emotion.console import quiet_native_stderr
+from facial_emotion.errors import UserError
 from facial_emotion.files import check_regular_file, give_name, remove_quietly, temporary_path
 from facial_emotion.images import MAX_IMAGE_PIXELS, check_size
 

@@ -12,7 +12,7 @@ import pytest
 
 import emotion_recognition as er
 from conftest import PROJECT_DIR, copy_sample
-from facial_emotion.errors import StopSignals
+from facial_emotion.console import StopSignals
 from facial_emotion.files import portable_record, replace_atomically
 from facial_emotion.saved_model import load_model
 
