@@ -482,7 +482,7 @@ def resolve_precision(config):
 
 
 def check_output_outside_data(output_dir, data_dir):
-    """A run folder inside the data folder would turn its charts into training faces next time."""
+    """A run folder inside the data (or test) folder would turn its charts into faces next time."""
     if output_dir is not None and Path(os.path.realpath(output_dir)).is_relative_to(os.path.realpath(data_dir)):
         raise UserError(f"{output_dir}: inside the data folder {data_dir}; its charts would become faces")
 
@@ -640,6 +640,11 @@ def resume(output_dir, stop=None, log=print):
     if not os.path.isfile(Path(output_dir) / LAST_CHECKPOINT):
         raise UserError(f"{output_dir}: no {LAST_CHECKPOINT} to resume from")
     config = TrainConfig.from_saved(state["settings"], Path(output_dir) / STATE_FILE)
+    trained_on = read_metadata(Path(output_dir) / DEFAULT_MODEL_PATH.name)["class_names"]
+    now = check_class_folders(find_splits(config.data_dir)[0], min_images=2)
+    if list(now) != list(trained_on):
+        raise UserError(f"{config.data_dir}: its classes changed since the run began ({', '.join(trained_on)} -> "
+                        f"{', '.join(now)}); labels would no longer match the model: start a new run")
     return train(config, output_dir, resume_state=state, stop=stop, log=log)
 
 
@@ -731,6 +736,7 @@ def write_evaluation(output_dir, class_names, faces, labels, probabilities, pane
 def evaluate(model_path, test_dir, output_dir=None, tta=False, overwrite=False, stop=None, log=print):
     """Evaluate a saved model on a folder of class folders (any subset of the model's classes),
     as it is and under the robustness panel's shifts."""
+    check_output_outside_data(output_dir, test_dir)
     found = list_class_folders(test_dir)
     class_names = read_metadata(model_path)["class_names"]
     unknown = sorted(set(found) - set(class_names))
@@ -780,8 +786,17 @@ def export_onnx_beside(model_path, overwrite=False, log=print):
 # Command line
 # =============================================================================================
 def main(argv=None):
-    """The command line: `python emotion_recognition.py --help` lists the flags."""
-    return run(parse_args(argv))
+    """The command line: `python emotion_recognition.py --help` lists the flags. The same entry as
+    the script's and `facial-emotion-train`'s: training_cli parses and checks, then calls run()."""
+    from facial_emotion import training_cli
+
+    return training_cli.main(argv)
+
+
+def command_name():
+    """How the user ran training: `python emotion_recognition.py`, or `facial-emotion-train`."""
+    name = Path(sys.argv[0]).name
+    return f"python {name}" if name.endswith(".py") else name
 
 
 def run(args):
@@ -810,7 +825,7 @@ def run(args):
                   "start again with --overwrite", file=sys.stderr)
             return EXIT_INTERRUPTED
         print(f"interrupted after {stopped.epochs_done} finished epoch(s); the best model so far is in "
-              f"{one_line(stopped.output_dir)}; continue with: python {Path(sys.argv[0]).name} --resume "
+              f"{one_line(stopped.output_dir)}; continue with: {command_name()} --resume "
               f"{one_line(stopped.output_dir)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
@@ -818,6 +833,3 @@ def run(args):
         return EXIT_INTERRUPTED
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -51,14 +51,14 @@ class AnnotateSink:
     one."""
 
     def __init__(self, folder, run):
-        self.folder = Path(folder)
+        self.folder, self.report = Path(folder), run.report
         self.video, self.writer, self.failed = None, None, set()
 
     def add(self, result):
         if self.video is not None and result.file != self.video:
             problem = self._finish_video(keep=True)
-            if problem:
-                return problem
+            if problem:  # the last video's, not this result's
+                self.report(problem)
         if result.video:
             return self._frame(result)
         if result.picture is not None:

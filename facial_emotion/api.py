@@ -130,7 +130,11 @@ def track_emotions(video, every=1, model_path=DEFAULT_MODEL_PATH, detector="blaz
         raise TypeError(f"video must be a path, not {type(video).__name__}")
     pipeline = Pipeline(load_classifier(model_path, runtime, tta), _cached_detector(detector),
                         make_tracker=FaceTracker)
-    for result in pipeline.video(video, every):
+    return _frames(pipeline.video(video, every))  # the checks above run at the call, not at the first frame
+
+
+def _frames(results):
+    for result in results:
         if result.error is not None:
             raise UserError(result.error)
         yield Frame(result.frame, result.time, result.faces)

@@ -30,7 +30,7 @@ def predict_files(pipeline, inputs, chosen, top_k=1, every=1):
             results.close()  # releases an open video
             outputs.close()
     if stop.requested:
-        saved = f"; results so far are in {chosen['csv']}" if "csv" in chosen else ""
+        saved = f"; results so far are in {', '.join(map(str, outputs.files))}" if outputs.files else ""
         print_note(f"interrupted after {progress.describe()}{saved}")
         return EXIT_INTERRUPTED
     if reader_gone_early:

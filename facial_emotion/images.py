@@ -90,15 +90,16 @@ def check_size(path, width, height):
 
 
 def _wide_to_8_bit(image):
-    """Integer or floating-point pixels -> 8-bit grayscale. 16-bit integers are divided down;
-    floats of 0..1 (as scientific TIFFs store them) are stretched to 0..255; values already in
-    0..255 stay; any other range (negative values, say) is mapped from its own minimum and
-    maximum. NaN and infinite pixels become black."""
+    """Integer or floating-point pixels -> 8-bit grayscale. 16-bit integers (and 32-bit ones
+    within 0..65535) are divided down; floats of 0..1 (as scientific TIFFs store them) are
+    stretched to 0..255; values already in 0..255 stay; any other range (negative values, 32-bit
+    values above 65535) is mapped from its own minimum and maximum. NaN and infinite pixels
+    become black."""
     array = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(array)
     array = np.where(finite, array, 0.0)
     low, high = (float(array[finite].min()), float(array[finite].max())) if finite.any() else (0.0, 0.0)
-    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high > 255):
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and 255 < high <= 65535):
         scaled = array / 65535.0 * 255.0
     elif image.mode == "F" and low >= 0.0 and high <= 1.0:
         scaled = array * 255.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from facial_emotion import sinks
 from facial_emotion.annotation import AnnotateSink
-from facial_emotion.errors import UserError, print_error
+from facial_emotion.errors import UserError, print_error, require_extra
 from facial_emotion.plots import PLOT_FORMATS
 
 
@@ -22,7 +22,8 @@ from facial_emotion.plots import PLOT_FORMATS
 class Output:
     """One output. `target`: "stdout" (no path), "file" (a new file, never written over) or
     "folder" (made if missing); `flag` None: on without asking (text, unless --json; progress).
-    `suffixes`: the file names it takes (empty: any). `pixels`: its sink draws on the pictures."""
+    `suffixes`: the file names it takes (empty: any). `pixels`: its sink draws on the pictures.
+    `requires`: (module, extra) it needs beyond prediction's own packages."""
     name: str
     flag: str
     target: str
@@ -30,6 +31,7 @@ class Output:
     help: str = ""
     suffixes: tuple = ()
     pixels: bool = False
+    requires: tuple = None
 
 
 OUTPUTS = (
@@ -40,7 +42,7 @@ OUTPUTS = (
            "as results come"),
     Output("parquet", "--parquet", "file", sinks.ParquetSink, "also write one row per face, and one for each "
            "image without a face or with an error, to this new Parquet file (with --ray: a new folder of them); "
-           "needs pyarrow", (".parquet",)),
+           "needs pyarrow", (".parquet",), requires=("pyarrow", "parquet")),
     Output("srt", "--srt", "file", sinks.SrtSink, "write a new SRT subtitle file for the first video among the "
            "inputs: one subtitle per stretch in which a person's emotion holds", (".srt",)),
     Output("plot", "--plot", "file", sinks.PlotSink, "draw a new chart: for the first video among the inputs, each "
@@ -75,6 +77,9 @@ def check_outputs(chosen):
     """Before any work: output files must be new, in folders that exist, with a suffix their
     output takes, apart from each other and outside the output folders; folders must exist or be
     makeable. Nothing is ever written over."""
+    for name in chosen:
+        if BY_NAME[name].requires:
+            require_extra(*BY_NAME[name].requires[:1], BY_NAME[name].flag, BY_NAME[name].requires[1])
     files = {name: path for name, path in chosen.items() if BY_NAME[name].target == "file"}
     folders = {name: path for name, path in chosen.items() if BY_NAME[name].target == "folder"}
     for name, path in files.items():
@@ -104,13 +109,23 @@ def check_outputs(chosen):
             raise UserError(f"{path}: cannot create ({error.strerror or error})") from None
 
 
+def wanted(output, chosen):
+    """Whether a run has this output: a flagged one when asked for; text unless --json; progress
+    always."""
+    if output.flag is not None:
+        return output.name in chosen
+    return output.name != "text" or "json" not in chosen
+
+
 @dataclass
 class Run:
-    """What every sink may need to know of the run."""
+    """What every sink may need to know of the run; `report(problem)` says a problem that belongs
+    to no one result (a video's copy that fails when it is closed) and counts it."""
     class_names: list
     top_k: int = 1
     total_files: int = 0
     stdout: sinks.Stdout = None
+    report: object = print_error
 
 
 class Outputs:
@@ -121,19 +136,24 @@ class Outputs:
     records the annotated copy's name."""
 
     def __init__(self, chosen, class_names, top_k=1, total_files=0):
-        self.run = Run(class_names, top_k, total_files, sinks.Stdout())
+        self.run = Run(class_names, top_k, total_files, sinks.Stdout(), self._report)
         self.failures = 0
         self.only_stdout = all(BY_NAME[name].target == "stdout" for name in chosen)
+        self.files = [chosen[name] for name in chosen if BY_NAME[name].target == "file"]
         self.sinks, self.pixels = [], False
         for output in sorted(OUTPUTS, key=lambda row: not row.pixels):
-            if output.flag is None and (output.name != "text" or "json" not in chosen):
-                target = None
-            elif output.name in chosen:
-                target = chosen[output.name]
-            else:
+            if not wanted(output, chosen):
                 continue
-            self.sinks.append(output.sink(target, self.run))
+            try:
+                self.sinks.append(output.sink(chosen.get(output.name), self.run))
+            except UserError:
+                self.close()  # the sinks already open leave no partial file
+                raise
             self.pixels = self.pixels or output.pixels
+
+    def _report(self, problem):
+        self.failures += 1
+        print_error(problem)
 
     @property
     def progress(self):

@@ -119,17 +119,25 @@ def emotion_counts(results, class_names):
     return counts
 
 
+def class_colours(count):
+    """One colour a class: matplotlib's tab10 for up to 10 classes, else evenly spaced hues.
+    Prediction's charts use matplotlib alone: seaborn comes with the train extra only."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](index) for index in range(count)]
+    return [colormaps["hsv"](index / count) for index in range(count)]
+
+
 def save_plot(results, class_names, path):
     """For the first video with analysed frames, each person's emotions over time, one panel a
     person; with no video, a bar chart of how many faces in the photos got each emotion. Never
     writes over a file."""
-    import seaborn as sns
-
     video = first_video(results)
     photos = [result for result in results if not result.video and result.analysed]
     if not video and not photos:
         raise UserError(f"{path}: nothing to plot: no image or video frame was analysed")
-    colours = sns.color_palette("tab10" if len(class_names) <= 10 else "husl", len(class_names))
+    colours = class_colours(len(class_names))
     labels = [plain_text(name) for name in class_names]
     if video:
         figure = _plot_timelines(video, class_names, labels, colours)
@@ -137,8 +145,7 @@ def save_plot(results, class_names, path):
         counts = emotion_counts(photos, class_names)
         figure = _figure(figsize=(10, 5))
         axes = figure.subplots()
-        sns.barplot(x=labels, y=[counts[name] for name in class_names], hue=labels, palette=colours,
-                    legend=False, ax=axes)
+        axes.bar(labels, [counts[name] for name in class_names], color=colours)
         for container in axes.containers:
             axes.bar_label(container)
         axes.yaxis.get_major_locator().set_params(integer=True)

@@ -112,7 +112,9 @@ def run_on_ray(args):
     if not inputs:
         raise UserError("no image or video files in " + ", ".join(args.inputs))
     check_outputs(asked_for(args))
-    load_model(args.model, runtime=args.runtime)  # a bad model is one line here, not one per actor
+    load_model(args.model, runtime=args.runtime)  # a bad model or detector is one line here, not one per actor
+    if not args.no_detect:
+        FaceDetector(args.detector)
     return ray_predict.predict_on_ray(inputs, args.parquet, args.model, None if args.ray == "local" else args.ray,
                                       detector=args.detector,
                                       runtime=args.runtime, tta=args.tta, every=args.every, no_detect=args.no_detect)

@@ -12,16 +12,17 @@ Inputs may be local paths or URIs that pyarrow's file systems read (s3://, gs://
 actor copies a remote file to a temporary local file before reading it.
 """
 
+import contextlib
 import os
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 
-from facial_emotion.errors import UserError, first_line, print_note, require_extra
+from facial_emotion.errors import EXIT_USER_ERROR, UserError, first_line, print_error, print_note, require_extra
 from facial_emotion.images import is_image_file, is_video_file
 
-# Files per map_batches call: enough to classify the faces of several photos in one model call,
-# few enough that a slow file holds up little.
+# Files per map_batches call (each file goes through the pipeline on its own): enough to make
+# Ray's per-call overhead small, few enough that a slow file holds up little.
 FILES_PER_BATCH = 8
 
 
@@ -38,8 +39,10 @@ def list_uris(uri, skipped=None):
         info = filesystem.get_file_info(root)
         if info.type == fs.FileType.Directory:
             infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-            scheme = uri.split("://", 1)[0]
-            return sorted(f"{scheme}://{item.path}" for item in infos if item.type == fs.FileType.File
+            # The URI up to the path pyarrow gives back: s3://bucket/dir -> s3://; hdfs://host:9000/dir -> hdfs://host:9000
+            stripped = uri.rstrip("/")
+            prefix = stripped[:len(stripped) - len(root.rstrip("/"))] if stripped.endswith(root.rstrip("/")) else ""
+            return sorted(prefix + item.path for item in infos if item.type == fs.FileType.File
                           and (is_image_file(item.path) or is_video_file(item.path)))
     except Exception as error:  # pyarrow raises its own types for a bad URI or missing credentials
         raise UserError(f"{uri}: cannot be listed ({first_line(error)})") from None
@@ -69,14 +72,12 @@ class FilePredictor:
         self.every = every
 
     def __call__(self, batch):
-        import pyarrow as pa
+        from facial_emotion.sinks import rows_table
 
         rows = []
         for path, name in zip(batch["path"].to_pylist(), batch["name"].to_pylist()):
             rows += self.rows_of(path, name)
-        columns = list(zip(*rows))
-        return pa.Table.from_arrays([pa.array(column, type=kind) for column, kind in zip(columns, self.schema.types)],
-                                    schema=self.schema)
+        return rows_table(rows, self.schema)
 
     def rows_of(self, path, name):
         """The Parquet rows of one file, read from `path` and named `name` (as the user gave it);
@@ -97,27 +98,24 @@ class FilePredictor:
             return face_rows(Result(name, error=message), self.class_names, faceless=True)
 
 
-class local_copy:
-    """A local path for a file: the path itself, or a temporary copy of a remote URI."""
+@contextlib.contextmanager
+def local_copy(path):
+    """A local path for a file: the path itself, or a temporary copy of a remote URI, removed
+    afterwards (also when the download fails)."""
+    if not is_uri(path):
+        yield path
+        return
+    from pyarrow import fs
 
-    def __init__(self, path):
-        self.path, self.copy = path, None
-
-    def __enter__(self):
-        if not is_uri(self.path):
-            return self.path
-        from pyarrow import fs
-
-        filesystem, remote = fs.FileSystem.from_uri(self.path)
-        handle, self.copy = tempfile.mkstemp(suffix=Path(remote).suffix)
+    filesystem, remote = fs.FileSystem.from_uri(path)
+    handle, copy = tempfile.mkstemp(suffix=Path(remote).suffix)
+    try:
         with os.fdopen(handle, "wb") as local, filesystem.open_input_stream(remote) as stream:
             while chunk := stream.read(1 << 20):
                 local.write(chunk)
-        return self.copy
-
-    def __exit__(self, *exc_info):
-        if self.copy is not None:
-            os.unlink(self.copy)
+        yield copy
+    finally:
+        os.unlink(copy)
 
 
 def start_ray(address, num_cpus=None):
@@ -145,14 +143,15 @@ def start_ray(address, num_cpus=None):
 
 def predict_on_ray(inputs, parquet_dir, model_path, address=None, actors=None, threads=1, detector="blazeface",
                    runtime="auto", tta=False, every=1, no_detect=False):
-    """Predict every input on Ray, writing Parquet files into the new folder `parquet_dir`;
-    returns the exit status (1 when any file failed, after all were tried)."""
+    """Predict every input on Ray, writing Parquet files into the new folder `parquet_dir` (into a
+    hidden partial folder first, which takes the name when the job is done: the folder appears
+    whole or not at all); returns the exit status (EXIT_USER_ERROR when any file failed, after
+    all were tried). `actors`: default one per CPU of the cluster, `threads` CPUs each."""
     ray = start_ray(address)
     import pyarrow.compute as pc
     import pyarrow.dataset as pa_dataset
 
-    cpus = int(ray.available_resources().get("CPU", 1))
-    actors = actors or max(1, cpus // threads)
+    actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
     dataset = ray.data.from_items([{"path": str(path) if is_uri(path) else os.path.abspath(path), "name": str(path)}
                                    for path in inputs])
     rows = dataset.map_batches(
@@ -160,11 +159,21 @@ def predict_on_ray(inputs, parquet_dir, model_path, address=None, actors=None, t
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs=dict(model_path=str(model_path), detector=detector, runtime=runtime, tta=tta,
                                    every=every, threads=threads, no_detect=no_detect))
-    rows.write_parquet(str(parquet_dir))
-    # The error rows only, scanned with a filter: memory follows the errors, not the files.
-    errors = pa_dataset.dataset(str(parquet_dir), format="parquet").to_table(
-        columns=["error"], filter=~pc.field("error").is_null()).column("error").to_pylist()
+    parquet_dir = Path(parquet_dir)
+    partial = tempfile.mkdtemp(dir=parquet_dir.parent, prefix=f".{parquet_dir.name}.", suffix=".partial")
+    try:
+        rows.write_parquet(str(partial))
+        # The error rows only, scanned with a filter: memory follows the errors, not the files.
+        errors = pa_dataset.dataset(str(partial), format="parquet").to_table(
+            columns=["error"], filter=~pc.field("error").is_null()).column("error").to_pylist()
+        os.rename(partial, parquet_dir)
+    except Exception as error:  # Ray wraps an actor's failure in its own types, with pages of traceback
+        shutil.rmtree(partial, ignore_errors=True)
+        raise UserError(f"--ray: the job failed ({first_line(error)})") from None
+    except KeyboardInterrupt:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     for message in sorted(set(errors)):
-        print_note(f"error: {message}")
-    print(f"{len(inputs)} files; rows in {parquet_dir}", file=sys.stderr)
-    return 1 if errors else 0
+        print_error(message)
+    print_note(f"{len(inputs)} files; rows in {parquet_dir}")
+    return EXIT_USER_ERROR if errors else 0

@@ -25,6 +25,10 @@ PREDICT_BATCH_SIZE = 256
 # already turns every answer into 100%, one of 1e3 into 1/N.
 TEMPERATURE_RANGE = (1e-3, 1e3)
 RUNTIMES = ("auto", "onnx", "keras")
+# A softmax in float32 sums to 1 within about 1e-6 a face (bfloat16 inside the network is cast
+# back first); scores off by more are not probabilities (a linear last layer answers 40.0).
+PROBABILITY_SLACK = 1e-4
+SUM_SLACK = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +116,9 @@ def predict_probabilities(model, faces, temperature=1.0, tta=False, batch_size=P
     probabilities = np.concatenate(outputs)
     if not np.all(np.isfinite(probabilities)):
         raise UserError("the model answered NaN or infinite scores; it is broken (was it trained to NaN?)")
+    if np.any(probabilities < -PROBABILITY_SLACK) or np.any(np.abs(probabilities.sum(axis=1) - 1) > SUM_SLACK):
+        raise UserError("the model's answers are not probabilities (each from 0 to 1, summing to 1 a face): its "
+                        "last layer is not a softmax")
     return apply_temperature(probabilities, temperature)
 
 
@@ -149,6 +156,9 @@ class OnnxModel:
             output = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         except Exception as error:  # a model that fails while running: an allocation, a bad shape
             raise UserError(f"{self.path}: failed while running ({first_line(error)})") from None
+        output = np.asarray(output)
+        if output.dtype.kind not in "fiu":  # strings, objects, booleans: not scores
+            raise UserError(f"{self.path}: answered {output.dtype} values, not scores")
         if np.ndim(output) != 2 or output.shape[0] != len(batch) or (
                 isinstance(self.output_shape[-1], int) and output.shape[1] != self.output_shape[-1]):
             raise UserError(f"{self.path}: answered shape {np.shape(output)} for {len(batch)} faces")

@@ -179,7 +179,7 @@ class ParquetSink:
 
     def __init__(self, path, run):
         require_extra("pyarrow", "--parquet", "parquet")
-        self.path, self.class_names, self.rows, self.writer = Path(path), run.class_names, [], None
+        self.path, self.class_names, self.rows, self.writer, self.done = Path(path), run.class_names, [], None, False
         self.schema = parquet_schema(run.class_names)
         try:
             self.partial = temporary_path(path)
@@ -192,29 +192,54 @@ class ParquetSink:
             self._flush()
 
     def _flush(self):
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.partial, self.schema)
-            columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema.names]
-            self.writer.write_table(pa.Table.from_arrays([pa.array(column, type=kind) for column, kind in
-                                                          zip(columns, self.schema.types)], schema=self.schema))
+            self.writer.write_table(rows_table(self.rows, self.schema))
         except OSError as error:
-            remove_quietly(self.partial)
+            self._discard()
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
         self.rows = []
 
+    def _discard(self):
+        writer, self.writer, self.rows, self.done = self.writer, None, [], True
+        try:
+            if writer is not None:
+                writer.close()
+        except OSError:
+            pass
+        remove_quietly(self.partial)
+
     def close(self):
+        if self.done:
+            return
         if self.rows or self.writer is None:
             self._flush()
         try:
             self.writer.close()
         except OSError as error:
-            remove_quietly(self.partial)
+            self._discard()
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
+        self.done = True
         give_name(self.partial, self.path, "Parquet file")
+
+
+def rows_table(rows, schema):
+    """face_rows as a pyarrow Table of `schema`. Parquet strings are UTF-8: a file name with other
+    bytes is written with \\x escapes, as the text lines show it."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    return pa.Table.from_arrays([pa.array([utf8(value) for value in column] if kind == pa.string() else column,
+                                          type=kind) for column, kind in zip(columns, schema.types)], schema=schema)
+
+
+def utf8(value):
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def parquet_schema(class_names):

@@ -1,5 +1,8 @@
 """Video files and cameras in, annotated video out, through OpenCV's FFmpeg build."""
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from facial_emotion.console import quiet_native_stderr
@@ -23,8 +26,8 @@ def open_video(path):
 
     path = Path(path)
     check_regular_file(path)
-    with quiet_native_stderr():
-        capture = cv2.VideoCapture(str(path))
+    with ffmpeg_safe_path(path) as safe, quiet_native_stderr():
+        capture = cv2.VideoCapture(safe, cv2.CAP_FFMPEG)
         opened = capture.isOpened()
     if not opened:
         raise UserError(f"{path}: not a video file OpenCV can read")
@@ -42,6 +45,23 @@ def open_video(path):
             capture.release()
             raise
     return capture, fps, frame_count
+
+
+@contextlib.contextmanager
+def ffmpeg_safe_path(path):
+    """A name FFmpeg reads as this very file: absolute, so that `concat:a|b`, `http:x.mp4` or
+    `pipe:0.mp4` are file names and not protocols; and, when the name is not plain printable
+    ASCII (non-UTF-8 bytes crashed OpenCV, and so did any non-ASCII name under LC_ALL=C), a
+    link with a plain name to it, in a temporary folder removed once the file is open."""
+    absolute = os.path.abspath(path)
+    if absolute.isascii() and absolute.isprintable():
+        yield absolute
+        return
+    with tempfile.TemporaryDirectory(prefix="video-") as folder:
+        link = os.path.join(folder, "video" + "".join(c for c in Path(absolute).suffix if c.isascii() and c.isalnum()
+                                                      or c == "."))
+        os.symlink(os.fsencode(absolute), link)
+        yield link
 
 
 def open_camera(index):

@@ -29,11 +29,17 @@ PY
 out=$(venv/bin/facial-emotion photo.jpg)
 echo "facial-emotion photo.jpg: $out"
 [[ "$out" == "photo.jpg: happy ("* ]]
+venv/bin/facial-emotion photo.jpg --plot chart.png --parquet rows.parquet 2>&1 | grep -q "pyarrow" ||
+    { echo "--parquet without the parquet extra should name it"; exit 1; }
+venv/bin/facial-emotion photo.jpg --plot chart.png >/dev/null || { echo "--plot failed in the prediction-only install"; exit 1; }
+[[ -s chart.png ]] || { echo "--plot wrote no chart"; exit 1; }
+echo "--plot works without seaborn; --parquet names its extra"
 status=0
 err=$(venv/bin/facial-emotion-train --data-dir . 2>&1) || status=$?
 echo "facial-emotion-train without the train extra: $err (exit $status)"
 [[ $status == 1 && "$err" == *'pip install "facial-emotion[train]"'* ]]
 status=0
 err=$(venv/bin/facial-emotion photo.jpg --runtime keras 2>&1) || status=$?
-[[ $status == 1 && "$err" == *'facial-emotion[train]'* && $(wc -l <<<"$err") == 1 ]]
+[[ $status == 1 && "$err" == *'facial-emotion[train]'* && $(wc -l <<<"$err") == 1 ]] ||
+    { echo "--runtime keras without the train extra: expected one line naming it, got: $err"; exit 1; }
 echo "install check passed"

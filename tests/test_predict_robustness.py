@@ -25,6 +25,7 @@ from facial_emotion import pipeline, plots
 from facial_emotion.errors import EXIT_INTERRUPTED
 from facial_emotion.pipeline import Classifier, Face, Pipeline, Result
 from facial_emotion.annotation import AnnotateSink
+from facial_emotion.outputs import Run
 
 ASTRONAUT = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
 CLASSES = ["angry", "happy", "sad"]
@@ -340,7 +341,7 @@ def test_annotation_holds_a_bounded_number_of_images_whatever_the_batch(tmp_path
     out = tmp_path / "out"
     out.mkdir()
     classifier = Classifier(FixedModel(), {"class_names": CLASSES})
-    sink, results, most = AnnotateSink(out, None), [], 0
+    sink, results, most = AnnotateSink(out, Run(CLASSES)), [], 0
     for result in Pipeline(classifier, None).images(paths, pictures=True):
         most = max(most, reads[0] - len(results))  # pictures read and not yet handed over
         assert result.picture.shape == (120, 120, 3)

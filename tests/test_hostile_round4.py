@@ -1,0 +1,138 @@
+"""The fourth red-team round's cases, each through the real command line or API: class folders
+changed before --resume, models whose answers are not probabilities, an evaluation written into
+its own test folder, video names that FFmpeg would take for protocols or could not encode, 32-bit
+images, a full disk under --csv, and output folders that cannot be written."""
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import emotion_recognition as er
+import predict
+from conftest import PROJECT_DIR, SAMPLE_DIR, copy_sample
+from facial_emotion.files import file_sha256
+from facial_emotion.images import to_grayscale
+from facial_emotion.saved_model import metadata_path, onnx_path
+from test_hostile_input import copy_model, face_file, one_error_line
+from test_predict_robustness import make_video
+
+
+def interrupted_copy(trained_run, root):
+    """The trained run as if interrupted after its epoch, on a copy of its data."""
+    data = root / "data"
+    shutil.copytree(trained_run["data"], data)
+    run = root / "run"
+    shutil.copytree(trained_run["output"], run)
+    state = json.loads((run / er.STATE_FILE).read_text())
+    state.update(finished=False, epochs_done=0)
+    state["settings"].update(data_dir=str(data), epochs=2)
+    (run / er.STATE_FILE).write_text(json.dumps(state))
+    return data, run
+
+
+@pytest.mark.parametrize("change", ["add", "rename"])
+def test_resume_refuses_data_whose_classes_changed(trained_run, tmp_path, capsys, change):
+    data, run = interrupted_copy(trained_run, tmp_path)
+    if change == "add":
+        copy_sample(tmp_path / "extra", classes=("angry",))
+        for split in ("train", "validation"):
+            shutil.copytree(tmp_path / "extra" / split / "angry", data / split / "angry")
+    else:
+        for split in ("train", "validation"):
+            (data / split / "sad").rename(data / split / "a_sad")
+    assert er.main(["--resume", str(run)]) == er.EXIT_USER_ERROR
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "its classes changed since the run began (happy, sad -> " in line
+
+
+def save_with_json(network, path, class_names=("a", "b")):
+    network.save(str(path))
+    er.write_json_atomically({"class_names": list(class_names)}, metadata_path(path))
+    return path
+
+
+@pytest.mark.parametrize("activation, words", [("linear", "not probabilities"), ("relu", "not probabilities")])
+def test_scores_that_are_not_probabilities_are_refused(tmp_path, capsys, activation, words):
+    import keras
+
+    network = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(2, activation=activation, kernel_initializer="ones",
+                                                   bias_initializer=keras.initializers.Constant([3.0, -5.0]))])
+    model = save_with_json(network, tmp_path / f"{activation}.h5")
+    assert predict.main([str(face_file()), "--model", str(model)]) == 1
+    assert words in one_error_line(capsys.readouterr().err)
+
+
+def test_an_onnx_model_answering_strings_is_one_line(trained_run, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = copy_model(trained_run["model"], tmp_path / "model")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["faces"], ["flat"]),
+         helper.make_node("Slice", ["flat", "start", "end", "axis"], ["two"]),
+         helper.make_node("Cast", ["two"], ["scores"], to=TensorProto.STRING)], "strings",
+        [helper.make_tensor_value_info("faces", TensorProto.FLOAT, [None, 48, 48, 1])],
+        [helper.make_tensor_value_info("scores", TensorProto.STRING, [None, 2])],
+        [helper.make_tensor("start", TensorProto.INT64, [1], [0]), helper.make_tensor("end", TensorProto.INT64, [1], [2]),
+         helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), onnx_path(model))
+    metadata = json.loads(metadata_path(model).read_text())
+    metadata["onnx"] = {"h5_sha256": file_sha256(model), "onnx_sha256": file_sha256(onnx_path(model))}
+    metadata_path(model).write_text(json.dumps(metadata))
+    result = subprocess.run([sys.executable, "predict.py", str(face_file()), "--model", str(model)], cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "values, not scores" in one_error_line(result.stderr)
+
+
+def test_an_evaluation_inside_its_own_test_folder_is_refused(trained_run, tmp_path, capsys):
+    test_dir = tmp_path / "test"
+    shutil.copytree(trained_run["data"] / "validation", test_dir)
+    assert er.main(["--evaluate", str(trained_run["model"]), "--test-dir", str(test_dir),
+                    "--output-dir", str(test_dir / "eval")]) == er.EXIT_USER_ERROR
+    assert "inside the data folder" in capsys.readouterr().err
+    assert not (test_dir / "eval").exists()
+
+
+@pytest.mark.parametrize("name", ["http:clip.avi", "concat:a.avi|b.avi", "pipe:0.avi", os.fsdecode(b"b\xff.avi")])
+def test_video_names_are_files_not_protocols_and_odd_bytes_do_not_crash(tmp_path, name):
+    make_video(tmp_path / "a.avi", 2)  # what a concat: protocol would read instead of the file named
+    make_video(tmp_path / "plain.avi", 6)
+    os.rename(tmp_path / "plain.avi", tmp_path / name)  # OpenCV's writer cannot take such a name either
+    for locale in ({}, {"LC_ALL": "C", "PYTHONUTF8": "0"}):
+        result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), name, "--json"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, env={**os.environ, **locale},
+                                errors="surrogateescape")
+        assert result.returncode == 0, result.stderr
+        frames = json.loads(result.stdout)
+        assert [frame["frame"] for frame in frames] == list(range(6))  # this file's 6 frames, not a.avi's 2
+
+
+def test_a_32_bit_image_above_16_bits_is_stretched_not_clipped_to_white():
+    ramp = np.tile(np.linspace(0, 4_000_000, 64), (64, 1)).astype(np.int32)
+    gray = np.asarray(to_grayscale(Image.fromarray(ramp, "I")))
+    assert gray.min() == 0 and gray.max() == 255
+    assert np.all(np.diff(gray[0].astype(int)) >= 0) and len(np.unique(gray)) > 60
+
+
+def test_a_full_disk_under_the_csv_is_one_line_and_leaves_no_partial_file(tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for index, path in enumerate(sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[:40]):
+        shutil.copy(path, faces / f"{index:02d}.jpg")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))  # noqa: E731  about 10 rows
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(faces), "--csv",
+                             str(tmp_path / "rows.csv")], capture_output=True, text=True, timeout=120,
+                            preexec_fn=limit)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "rows.csv: cannot be written" in errors[0]
+    assert len(result.stdout.splitlines()) == 40, "every face still gets its line"
+    assert sorted(os.listdir(tmp_path)) == ["faces"], "no CSV, whole or partial"
