@@ -29,8 +29,9 @@ PY
 out=$(venv/bin/facial-emotion photo.jpg)
 echo "facial-emotion photo.jpg: $out"
 [[ "$out" == "photo.jpg: happy ("* ]]
-venv/bin/facial-emotion photo.jpg --plot chart.png --parquet rows.parquet 2>&1 | grep -q "pyarrow" ||
-    { echo "--parquet without the parquet extra should name it"; exit 1; }
+err=$(venv/bin/facial-emotion photo.jpg --parquet rows.parquet 2>&1) && status=0 || status=$?
+[[ $status == 1 && "$err" == *'facial-emotion[parquet]'* ]] ||
+    { echo "--parquet without the parquet extra: expected one line naming it, got: $err"; exit 1; }
 venv/bin/facial-emotion photo.jpg --plot chart.png >/dev/null || { echo "--plot failed in the prediction-only install"; exit 1; }
 [[ -s chart.png ]] || { echo "--plot wrote no chart"; exit 1; }
 echo "--plot works without seaborn; --parquet names its extra"
