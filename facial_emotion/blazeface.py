@@ -38,7 +38,7 @@ import onnxruntime
 
 from facial_emotion.boxes import (MAX_SHARE_INSIDE, MIN_FACE_FRACTION, MIN_FACE_SIDE, NMS_IOU,
                                   Detection, clip_box, largest_first, merge, overlap_matrices)
-from facial_emotion.errors import first_line
+from facial_emotion.errors import UserError, first_line
 from facial_emotion.files import shipped_file
 
 MODEL_PATH = shipped_file("face_detection_short_range.onnx")
@@ -219,7 +219,7 @@ class BlazeFaceDetector:
 
     def __init__(self, model_path=MODEL_PATH, min_face=None, threads=THREADS, min_score=MIN_SCORE,
                  second_look=True):
-        self.session = load_session(model_path, threads)
+        self.session, self.model_path = load_session(model_path, threads), model_path
         self.input_name = self.session.get_inputs()[0].name
         self.min_face = min_face
         self.min_score = min_score
@@ -284,7 +284,7 @@ class BlazeFaceDetector:
         the face's size. One network run for all boxes."""
         looks = [second_look_input(rgb, box) for box in boxes]
         looks = np.concatenate([face for look in looks for face in (look, look[:, :, ::-1])])
-        regressions, logits = self.session.run(None, {self.input_name: looks})
+        regressions, logits = self.run_network(looks, self.look_anchors)
         face_side = TRAINED_SIDE / SECOND_LOOK_CONTEXT / BOX_SCALE  # BlazeFace's box side for this face
         distance = np.linalg.norm(self.look_anchors + regressions[:, :, :2] - TRAINED_SIDE / 2, axis=2)
         near = distance < SECOND_LOOK_RADIUS * face_side * BOX_SCALE
@@ -295,12 +295,30 @@ class BlazeFaceDetector:
                 scores[index] = 1 / (1 + math.exp(-float(np.clip(logits[index, best, 0], -50, 50))))
         return scores.reshape(-1, 2).mean(axis=1)
 
+    def run_network(self, network_input, anchors):
+        """The network's (regressions [n, anchors, 16], logits [n, anchors, 1]), checked: a
+        detector file swapped for another, one that fails while running or runs out of memory,
+        or answers of the wrong shape or not finite, are a UserError for this picture, not a
+        crash of the batch."""
+        try:
+            regressions, logits = self.session.run(None, {self.input_name: network_input})[:2]
+            regressions, logits = np.asarray(regressions, np.float32), np.asarray(logits, np.float32)
+        except Exception as error:  # ONNX Runtime's own types: Fail, InvalidArgument, allocation failures
+            raise UserError(f"{self.model_path}: the face detector failed ({first_line(error)})") from None
+        expected = (len(network_input), len(anchors))
+        if regressions.shape != (*expected, 16) or logits.shape != (*expected, 1):
+            raise UserError(f"{self.model_path}: the face detector answered shapes {regressions.shape} and "
+                            f"{logits.shape}, not {(*expected, 16)} and {(*expected, 1)}")
+        if not (np.all(np.isfinite(regressions)) and np.all(np.isfinite(logits))):
+            raise UserError(f"{self.model_path}: the face detector answered NaN or infinite values")
+        return regressions, logits
+
     def run_pass(self, network_input, scale, coarsest):
         """Candidates of one pass, in picture pixels. Boxes over LARGEST_FACE_IN_INPUT are left
         to a coarser pass (unless this is the coarsest), which frames them better and more
         surely."""
-        regressions, logits = self.session.run(None, {self.input_name: network_input})
         anchors = anchor_centres(*network_input.shape[1:3])
+        regressions, logits = self.run_network(network_input, anchors)
         boxes, scores, keypoints = decode(regressions[0], logits[0, :, 0], anchors, self.pass_score)
         if not coarsest:
             keep = boxes[:, 2] <= LARGEST_FACE_IN_INPUT

@@ -19,6 +19,11 @@ class UserError(Exception):
     """A problem the user can fix (bad path, bad file). Shown as one line, never a traceback."""
 
 
+class OutOfResources(UserError):
+    """The process itself cannot go on (no file handles left): not one file's fault, so the batch
+    stops with one line instead of blaming every file after it."""
+
+
 def require_extra(module, what, extra):
     """A one-line UserError naming the package extra to install when `module` is missing: a
     prediction-only install (`pip install facial-emotion`) has no TensorFlow, say."""

@@ -1,14 +1,15 @@
 """Reading images and turning a face into the model's input: the one preprocessing that training
 and prediction share."""
 
+import errno
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facial_emotion.errors import UserError, first_line
-from facial_emotion.files import check_regular_file
+from facial_emotion.errors import OutOfResources, UserError, first_line
+from facial_emotion.files import check_regular_file, describe_oserror
 
 # FER-2013's native resolution; every face is brought to this size before the model sees it.
 IMAGE_SIZE = (48, 48)
@@ -70,6 +71,9 @@ def read_image(path):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{path}: refused: its declared size could take gigabytes to decode") from None
     except Exception as error:  # Pillow's plug-ins raise many types for a broken file (DDS: NotImplementedError)
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            raise OutOfResources(f"out of file handles while opening {path} ({describe_oserror(error)}): raise "
+                                 "the limit (ulimit -n) and run again") from None
         raise UserError(f"{path}: broken image ({first_line(error)})") from None
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from facial_emotion.detection import find_faces
 from facial_emotion.console import quiet_native_stderr
-from facial_emotion.errors import UserError
+from facial_emotion.errors import OutOfResources, UserError
 from facial_emotion.files import walk_files
 from facial_emotion.images import check_size, is_image_file, is_video_file, read_image, to_rgb
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, model_temperature, predict_probabilities
@@ -150,6 +150,8 @@ class Pipeline:
             started = started or time.monotonic()
             try:
                 image, found = self.read_photo(path)
+            except OutOfResources:
+                raise  # the process's, not the file's: the run stops here
             except UserError as error:
                 result.error = str(error)
             else:

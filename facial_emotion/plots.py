@@ -4,6 +4,7 @@ whole or not at all."""
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,22 @@ MAX_PERSONS = 6
 # Confusion matrices with more classes than this get colours only: a number in each of n^2 cells
 # is unreadable, and 250 classes took 5 GB and 96 s to draw.
 MAX_ANNOTATED_CLASSES = 30
+
+
+def use_a_writable_matplotlib_folder():
+    """matplotlib warns in two lines when MPLCONFIGDIR cannot be written (then it makes a
+    temporary one itself): this process uses a temporary one of its own instead, quietly."""
+    folder = os.environ.get("MPLCONFIGDIR")
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")
+
+
+use_a_writable_matplotlib_folder()  # before matplotlib is first imported
 
 
 def plain_text(text):

@@ -136,3 +136,56 @@ def test_a_full_disk_under_the_csv_is_one_line_and_leaves_no_partial_file(tmp_pa
     assert len(errors) == 1 and "rows.csv: cannot be written" in errors[0]
     assert len(result.stdout.splitlines()) == 40, "every face still gets its line"
     assert sorted(os.listdir(tmp_path)) == ["faces"], "no CSV, whole or partial"
+
+
+def test_running_out_of_file_handles_is_said_once_and_stops_the_batch(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from facial_emotion import images
+
+    def no_handles(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(images.Image, "open", no_handles)
+    faces = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[:3]
+    assert predict.main([*map(str, faces), "--csv", str(tmp_path / "rows.csv")]) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert "out of file handles" in line and "ulimit -n" in line
+    assert captured.out == "", "no healthy file is blamed, none is answered after"
+
+
+@pytest.mark.parametrize("failure", ["raises", "wrong shape", "not finite"])
+def test_a_face_detector_that_fails_is_each_photo_s_error_and_the_batch_goes_on(monkeypatch, capsys, failure):
+    from facial_emotion import blazeface
+
+    real = blazeface.BlazeFaceDetector.__init__
+
+    def broken(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        run = self.session.run
+
+        def answer(outputs, feeds):
+            if failure == "raises":
+                raise RuntimeError("Failed to allocate memory for requested buffer")
+            regressions, logits = run(outputs, feeds)
+            if failure == "wrong shape":
+                return regressions[:, :-1], logits[:, :-1]
+            return np.full_like(regressions, np.nan), logits
+
+        self.session = type("Session", (), {"run": staticmethod(answer), "get_inputs": self.session.get_inputs})()
+
+    monkeypatch.setattr(blazeface.BlazeFaceDetector, "__init__", broken)
+    photo = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
+    assert predict.main([str(photo), str(photo)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"error: ") and "face detector" in line for line in lines)
+
+
+def test_an_unwritable_matplotlib_folder_costs_no_warning(tmp_path):
+    photo = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(photo), "--plot",
+                             str(tmp_path / "chart.png")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MPLCONFIGDIR": "/proc/no/such/folder"})
+    assert result.returncode == 0 and result.stderr == ""
+    assert (tmp_path / "chart.png").stat().st_size > 0
