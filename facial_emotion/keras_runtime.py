@@ -64,6 +64,8 @@ def save_model_atomically(model, path):
         logger.setLevel(logging.ERROR)
         try:
             model.save(str(partial), **({"include_optimizer": False} if partial.suffix == ".h5" else {}))
+        except RuntimeError as error:  # h5py's for a write refused by the disk (errno 27, 28): an I/O error
+            raise OSError(f"the model could not be written: {first_line(error)}") from None
         finally:
             logger.setLevel(level)
 

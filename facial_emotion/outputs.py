@@ -9,6 +9,7 @@ and one row (SRT is the example).
 """
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def check_outputs(chosen):
         suffixes = BY_NAME[name].suffixes
         if suffixes and path.suffix.lower() not in suffixes:
             raise UserError(f"{path}: name the {flag} file {', '.join(suffixes)}")
+        check_writable(path.parent, path)
     resolved = {}
     for name, path in files.items():
         other = resolved.setdefault(path.resolve(), name)
@@ -107,6 +109,16 @@ def check_outputs(chosen):
             raise UserError(f"{path}: exists and is not a folder") from None
         except OSError as error:
             raise UserError(f"{path}: cannot create ({error.strerror or error})") from None
+        check_writable(path, path)
+
+
+def check_writable(folder, named):
+    """A folder a file can be made in, tried with a temporary file before any work: a read-only
+    folder or file system fails here, not after every input was analysed."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f"{named}: folder {folder} cannot be written ({error.strerror or error})") from None
 
 
 def wanted(output, chosen):

@@ -179,7 +179,7 @@ def test_a_face_detector_that_fails_is_each_photo_s_error_and_the_batch_goes_on(
     photo = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
     assert predict.main([str(photo), str(photo)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith(f"error: ") and "face detector" in line for line in lines)
+    assert len(lines) == 2 and all(line.startswith("error: ") and "face detector" in line for line in lines)
 
 
 def test_an_unwritable_matplotlib_folder_costs_no_warning(tmp_path):
@@ -189,3 +189,26 @@ def test_an_unwritable_matplotlib_folder_costs_no_warning(tmp_path):
                             env={**os.environ, "MPLCONFIGDIR": "/proc/no/such/folder"})
     assert result.returncode == 0 and result.stderr == ""
     assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_a_disk_that_refuses_the_model_s_save_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    data = copy_sample(tmp_path / "data")
+
+    def refused(self, path, *args, **kwargs):  # what h5py raises under `ulimit -f` or a full disk
+        raise RuntimeError("Can't write data (file write failed: errno = 27, error message = 'File too large')")
+
+    monkeypatch.setattr(er.keras.Model, "save", refused)
+    assert er.main(["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
+                    "--batch-size", "8"]) == er.EXIT_USER_ERROR
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "cannot write" in line and "File too large" in line
+    assert not [name for name in os.listdir(tmp_path / "run") if "partial" in name]
+
+
+@pytest.mark.parametrize("flag, target", [("--plot", "/proc/chart.png"), ("--annotate", "/proc/annotated")])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(capsys, flag, target):
+    photo = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
+    assert predict.main([str(photo), flag, target]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "", "refused before the photo was analysed"
+    assert "cannot" in one_error_line(captured.err)
