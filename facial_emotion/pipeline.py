@@ -26,6 +26,10 @@ from facial_emotion.video import open_video, read_frames
 # first image has waited this long, so results keep coming from a slow disk or a folder of
 # large photos (detection takes 20-100 ms a photo).
 FLUSH_SECONDS = 1.0
+# A video whose frames end before this share of the count its header gives is truncated or
+# damaged: an error at the end. Headers that estimate the count (from the duration) are off by a
+# frame or two, never by 5%.
+TRUNCATED_SHARE = 0.95
 # When a sink needs the pictures (annotated copies), the images of a batch wait in memory until
 # their faces are classified; a batch is finished once they hold this many pixels (150 MB as
 # RGB), whatever their number.
@@ -204,9 +208,15 @@ class Pipeline:
         except UserError as error:
             yield Result(str(path), error=str(error), video=True)
             return
-        analysed, problem = 0, None
+        analysed, problem, read = 0, None, [0]
+
+        def counted(frames):
+            for frame in frames:
+                read[0] += 1
+                yield frame
+
         try:
-            for index, rgb, faces in self.frames(read_frames(capture), every):
+            for index, rgb, faces in self.frames(counted(read_frames(capture)), every):
                 analysed += 1
                 yield Result(str(path), faces, video=True, frame=index, time=round(index / fps, 3),
                              fps=fps / every, frames_total=frames_total, picture=rgb if pictures else None)
@@ -215,6 +225,9 @@ class Pipeline:
         finally:
             with quiet_native_stderr():
                 capture.release()
+        if problem is None and analysed and read[0] < frames_total * TRUNCATED_SHARE - 1:
+            problem = (f"{path}: ended after {read[0]} of its {frames_total} frames (truncated or damaged); "
+                       "the frames read were analysed")
         if problem is not None or not analysed:
             yield Result(str(path), error=problem or f"{path}: no frames could be read", video=True)
 

@@ -25,6 +25,10 @@ PREDICT_BATCH_SIZE = 256
 # already turns every answer into 100%, one of 1e3 into 1/N.
 TEMPERATURE_RANGE = (1e-3, 1e3)
 RUNTIMES = ("auto", "onnx", "keras")
+# The networks here save to 7-22 MB (a .keras checkpoint with its optimizer is the largest): a
+# model file over this is no model of theirs, and is refused before it is hashed or read (a
+# sparse 20 GB file took 109 s to hash).
+MAX_MODEL_BYTES = 1_000_000_000
 # A softmax in float32 sums to 1 within about 1e-6 a face (bfloat16 inside the network is cast
 # back first); scores off by more are not probabilities (a linear last layer answers 40.0).
 PROBABILITY_SLACK = 1e-4
@@ -50,6 +54,9 @@ def read_metadata(model_path, described_as=None):
     path = metadata_path(described_as or model_path)
     if not os.path.isfile(model_path):
         raise UserError(f"{model_path}: no such model file")
+    if os.path.getsize(model_path) > MAX_MODEL_BYTES:
+        raise UserError(f"{model_path}: {os.path.getsize(model_path) / 1e9:.1f} GB is more than any model of this "
+                        f"network ({MAX_MODEL_BYTES // 10**9} GB at most); refused before reading it")
     if not os.path.isfile(path):
         raise UserError(f"{model_path}: no class-name file {path.name} beside it")
     metadata = read_json(path, "model description")

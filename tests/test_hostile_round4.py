@@ -212,3 +212,32 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(caps
     captured = capsys.readouterr()
     assert captured.out == "", "refused before the photo was analysed"
     assert "cannot" in one_error_line(captured.err)
+
+
+def test_a_truncated_video_says_so_and_keeps_the_frames_it_read(tmp_path):
+    whole = make_video(tmp_path / "whole.avi", 80) or tmp_path / "whole.avi"
+    data = whole.read_bytes()
+    half = tmp_path / "half.avi"
+    half.write_bytes(data[:len(data) // 2])
+    table = tmp_path / "rows.csv"
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(half), str(whole), "--csv",
+                             str(table)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {half}: ended after ") and "of its 80 frames" in line
+    rows = table.read_text().splitlines()
+    half_rows = [row for row in rows if row.startswith(str(half))]
+    assert 20 < len(half_rows) < 80 and len(rows) - 1 - len(half_rows) == 80  # the whole video is not blamed
+
+
+def test_a_huge_sparse_model_file_is_refused_before_it_is_read(trained_run, tmp_path, capsys):
+    import time
+
+    model = copy_model(trained_run["model"], tmp_path / "model")
+    shutil.copy(trained_run["output"] / "emotion_model.onnx", onnx_path(model))
+    with open(model, "r+b") as handle:
+        handle.truncate(20 * 10**9)  # sparse: no disk used, 20 GB to read
+    started = time.perf_counter()
+    assert predict.main([str(face_file()), "--model", str(model)]) == 1
+    assert time.perf_counter() - started < 10
+    assert "refused before reading it" in one_error_line(capsys.readouterr().err)
