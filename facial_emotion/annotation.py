@@ -76,8 +76,8 @@ class AnnotateSink:
             return f"{self.folder}: cannot write annotated image ({describe_oserror(error)})"
         drawn = Image.fromarray(draw_faces(result.picture.copy(), result.faces))
         try:
-            create_new_file(path, lambda partial: drawn.save(partial, format=image_format if writable else "PNG"),
-                            "annotated image")
+            path = create_new_file(path, lambda partial: drawn.save(partial, format=image_format if writable else "PNG"),
+                                   "annotated image", renumber=True)  # another run may have taken the name
         except UserError as error:
             return str(error)
         except ValueError as error:  # Pillow cannot write this mode in this format

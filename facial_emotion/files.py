@@ -183,15 +183,16 @@ def replace_atomically(path, write):
         raise
 
 
-def create_new_file(path, write, what="file"):
+def create_new_file(path, write, what="file", renumber=False):
     """Call write(temporary sibling), then give it the name `path` only if that name is still
     free: the file appears whole or not at all, and never replaces anything, even a file made
-    since the run started. A failed write leaves nothing that would block a retry."""
+    since the run started (with `renumber`, it then takes the next free name: see give_name).
+    A failed write leaves nothing that would block a retry. Returns the name given."""
     path, partial = Path(path), None
     try:
         partial = temporary_path(path)
         write(partial)
-        os.link(partial, path)  # fails if the name is taken, unlike a rename
+        return link_new_name(partial, path, renumber)
     except FileExistsError:
         raise UserError(f"{path}: already exists; choose another {what}") from None
     except OSError as error:
@@ -201,17 +202,36 @@ def create_new_file(path, write, what="file"):
             remove_quietly(partial)
 
 
-def give_name(partial, path, what="file"):
+def give_name(partial, path, what="file", renumber=False):
     """Give a finished partial file its name, only if that name is still free (never over a
-    file), and remove the partial either way."""
+    file), and remove the partial either way. With `renumber`, a name taken during the run (by
+    another run writing the same output) gives way to NAME_2, NAME_3, ...: the work is kept under
+    a free name. Returns the name given."""
     try:
-        os.link(partial, path)
+        return link_new_name(partial, path, renumber)
     except FileExistsError:
         raise UserError(f"{path}: appeared during the run; the {what} was not written over it") from None
     except OSError as error:
         raise UserError(f"{path}: cannot write {what} ({describe_oserror(error)})") from None
     finally:
         remove_quietly(partial)
+
+
+def link_new_name(partial, path, renumber):
+    """os.link to `path`, which fails with FileExistsError if the name is taken (unlike a
+    rename); with `renumber`, to the first free of NAME_2, NAME_3, ... instead."""
+    path = Path(path)
+    if not renumber:
+        os.link(partial, path)
+        return path
+    for number in range(1, 1000):
+        candidate = path if number == 1 else path.with_name(f"{path.stem}_{number}{path.suffix}")
+        try:
+            os.link(partial, candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(path)
 
 
 def remove_quietly(path):

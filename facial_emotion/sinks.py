@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from facial_emotion.errors import UserError, emit, one_line, require_extra
+from facial_emotion.errors import UserError, emit, one_line, print_note, require_extra
 from facial_emotion.files import create_new_file, describe_oserror, give_name, remove_quietly, temporary_path
 
 # --csv: one row per face per image or frame; every class's score follows these columns.
@@ -153,7 +153,9 @@ class CsvSink:
         except OSError as error:
             self._discard()
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
-        give_name(self.partial, self.path, "CSV")
+        named = give_name(self.partial, self.path, "CSV", renumber=True)
+        if named != self.path:
+            print_note(f"warning: {self.path} appeared during the run (another run's?); these rows are in {named}")
 
 
 
@@ -223,7 +225,9 @@ class ParquetSink:
             self._discard()
             raise UserError(f"{self.path}: cannot be written ({describe_oserror(error)})") from None
         self.done = True
-        give_name(self.partial, self.path, "Parquet file")
+        named = give_name(self.partial, self.path, "Parquet file", renumber=True)
+        if named != self.path:
+            print_note(f"warning: {self.path} appeared during the run (another run's?); these rows are in {named}")
 
 
 def rows_table(rows, schema):

@@ -117,6 +117,6 @@ class VideoWriter:
         with quiet_native_stderr():
             self.writer.release()
         if keep:
-            give_name(self.partial, self.path, "annotated video")
+            self.path = give_name(self.partial, self.path, "annotated video", renumber=True)
         else:
             remove_quietly(self.partial)

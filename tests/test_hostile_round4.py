@@ -241,3 +241,25 @@ def test_a_huge_sparse_model_file_is_refused_before_it_is_read(trained_run, tmp_
     assert predict.main([str(face_file()), "--model", str(model)]) == 1
     assert time.perf_counter() - started < 10
     assert "refused before reading it" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_second_run_writing_the_same_outputs_keeps_its_work_under_a_free_name(tmp_path, monkeypatch, capsys):
+    from facial_emotion import sinks, video
+
+    clip, table, out = make_video(tmp_path / "clip.avi", 4) or tmp_path / "clip.avi", tmp_path / "rows.csv", \
+        tmp_path / "out"
+    add, write = sinks.CsvSink.add, video.VideoWriter.write
+
+    def other_run_finishes_first(self, *args):  # the other run names its files while this one works
+        for path in (table, out / "clip_annotated.mp4"):
+            if not path.exists():
+                path.write_text("the other run's")
+        return (add if isinstance(self, sinks.CsvSink) else write)(self, *args)
+
+    monkeypatch.setattr(sinks.CsvSink, "add", other_run_finishes_first)
+    monkeypatch.setattr(video.VideoWriter, "write", other_run_finishes_first)
+    assert predict.main([str(clip), "--csv", str(table), "--annotate", str(out)]) == 0
+    assert table.read_text() == "the other run's" and (out / "clip_annotated.mp4").read_text() == "the other run's"
+    assert len((tmp_path / "rows_2.csv").read_text().splitlines()) == 5  # the header and 4 frames
+    assert (out / "clip_annotated_2.mp4").stat().st_size > 0
+    assert f"these rows are in {tmp_path / 'rows_2.csv'}" in capsys.readouterr().err
