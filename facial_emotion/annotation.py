@@ -76,7 +76,7 @@ class AnnotateSink:
             return f"{self.folder}: cannot write annotated image ({describe_oserror(error)})"
         drawn = Image.fromarray(draw_faces(result.picture.copy(), result.faces))
         try:
-            path = create_new_file(path, lambda partial: drawn.save(partial, format=image_format if writable else "PNG"),
+            path = create_new_file(path, lambda partial: save_checked(drawn, partial, image_format if writable else "PNG"),
                                    "annotated image", renumber=True)  # another run may have taken the name
         except UserError as error:
             return str(error)
@@ -118,6 +118,17 @@ class AnnotateSink:
         problem = self._finish_video(keep=True)
         if problem:
             raise UserError(problem)
+
+
+def save_checked(image, path, image_format):
+    """Save, then read the file back whole: Pillow's save can return normally on a full disk
+    and leave a truncated file."""
+    image.save(path, format=image_format)
+    try:
+        with Image.open(path) as saved:
+            saved.load()
+    except Exception as error:  # Pillow raises OSError, SyntaxError and others for a truncated file
+        raise OSError(f"it did not read back whole: {error}") from None
 
 
 def bgr_with_faces(rgb, faces):

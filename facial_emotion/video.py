@@ -95,7 +95,7 @@ class VideoWriter:
     def __init__(self, path, fps, shape):
         import cv2
 
-        self.path = Path(path)
+        self.path, self.frames = Path(path), 0
         try:
             self.partial = temporary_path(path)
         except OSError as error:
@@ -110,13 +110,32 @@ class VideoWriter:
             raise UserError(f"{self.path}: cannot write annotated video (OpenCV cannot open it for writing)")
 
     def write(self, bgr):
-        self.writer.write(bgr)
+        with quiet_native_stderr():  # FFmpeg's "Failed to write frame" on a full disk: close() says it once
+            self.writer.write(bgr)
+        self.frames += 1
 
     def close(self, keep=True):
-        """Finish the file and name it (`keep`), or throw it away."""
+        """Finish the file and name it (`keep`) once it reads back with every frame written
+        (OpenCV's writer says nothing of a full disk), or throw it away."""
         with quiet_native_stderr():
             self.writer.release()
+        if keep and readable_frames(self.partial) < self.frames:
+            remove_quietly(self.partial)
+            raise UserError(f"{self.path}: cannot write annotated video (it did not read back whole: a full disk?)")
         if keep:
             self.path = give_name(self.partial, self.path, "annotated video", renumber=True)
         else:
             remove_quietly(self.partial)
+
+
+def readable_frames(path):
+    """How many frames a video file reads back."""
+    import cv2
+
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+        capture.release()
+    return count

@@ -263,3 +263,30 @@ def test_a_second_run_writing_the_same_outputs_keeps_its_work_under_a_free_name(
     assert len((tmp_path / "rows_2.csv").read_text().splitlines()) == 5  # the header and 4 frames
     assert (out / "clip_annotated_2.mp4").stat().st_size > 0
     assert f"these rows are in {tmp_path / 'rows_2.csv'}" in capsys.readouterr().err
+
+
+def test_an_annotated_photo_that_a_full_disk_truncated_silently_is_an_error(tmp_path, monkeypatch, capsys):
+    save = Image.Image.save
+
+    def truncated(self, target, *args, **kwargs):  # what a full disk did: save returned, half the file written
+        save(self, target, *args, **kwargs)
+        data = open(target, "rb").read()
+        open(target, "wb").write(data[:len(data) // 2])
+
+    monkeypatch.setattr(Image.Image, "save", truncated)
+    out = tmp_path / "out"
+    assert predict.main([str(PROJECT_DIR / "tests" / "data" / "astronaut.jpg"), "--annotate", str(out)]) == 1
+    assert "cannot write annotated image (it did not read back whole" in one_error_line(capsys.readouterr().err)
+    assert os.listdir(out) == []
+
+
+def test_an_annotated_video_on_a_full_disk_is_an_error_and_never_a_truncated_file(tmp_path):
+    source = make_video(tmp_path / "clip.avi", 60, side=256) or tmp_path / "clip.avi"
+    out = tmp_path / "out"
+    out.mkdir()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(source), "--annotate", str(out),
+                             "--no-detect"], capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot write annotated" in one_error_line(result.stderr)
+    assert os.listdir(out) == [], "no copy, whole or partial"
