@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from facial_emotion.errors import UserError
-from facial_emotion.files import create_new_file, describe_oserror, holds_files
+from facial_emotion.files import create_new_file, describe_oserror, holds_files, remove_quietly
 from facial_emotion.images import IMAGE_SIZE
 
 # Kaggle's fer2013.csv label order (emotion column 0..6) and its Usage column -> split folders.
@@ -35,17 +35,22 @@ def import_fer2013_csv(csv_path, output_dir, overwrite=False, log=print):
     rows = read_rows(csv_path)
     if os.path.isdir(output_dir) and holds_files(output_dir) and not overwrite:
         raise UserError(f"{output_dir}: already holds files; choose an empty folder or pass --overwrite")
-    counts = {}
-    for index, (label, pixels, split) in enumerate(rows):
-        folder = output_dir / split / FER2013_CSV_CLASSES[label]
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"{folder}: cannot create ({describe_oserror(error)})") from None
-        image = Image.fromarray(pixels, "L")
-        create_new_file(folder / f"{split}_{index:05d}.png", lambda partial: image.save(partial, format="PNG"),
-                        "--data-dir")
-        counts[split] = counts.get(split, 0) + 1
+    counts, written = {}, []
+    try:
+        for index, (label, pixels, split) in enumerate(rows):
+            folder = output_dir / split / FER2013_CSV_CLASSES[label]
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"{folder}: cannot create ({describe_oserror(error)})") from None
+            image = Image.fromarray(pixels, "L")
+            written.append(create_new_file(folder / f"{split}_{index:05d}.png",
+                                           lambda partial: image.save(partial, format="PNG"), "--data-dir"))
+            counts[split] = counts.get(split, 0) + 1
+    except BaseException:  # a full disk, Ctrl-C: the images this import wrote go too, so a rerun starts clean
+        for path in written:
+            remove_quietly(path)
+        raise
     log(f"wrote {len(rows)} images to {output_dir}: "
         + ", ".join(f"{split} {count}" for split, count in sorted(counts.items())))
     return counts

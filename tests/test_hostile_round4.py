@@ -290,3 +290,29 @@ def test_an_annotated_video_on_a_full_disk_is_an_error_and_never_a_truncated_fil
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot write annotated" in one_error_line(result.stderr)
     assert os.listdir(out) == [], "no copy, whole or partial"
+
+
+def test_an_import_that_fails_half_way_removes_what_it_wrote_so_a_rerun_works(tmp_path, monkeypatch, capsys):
+    from facial_emotion import fer2013_csv
+
+    rng = np.random.default_rng(0)
+    lines = ["emotion,pixels,Usage"] + [f"{index % 7},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},Training"
+                                        for index in range(30)]
+    table = tmp_path / "fer2013.csv"
+    table.write_text("\n".join(lines) + "\n")
+    real, calls = fer2013_csv.create_new_file, [0]
+
+    def full_after_ten(path, write, what):
+        calls[0] += 1
+        if calls[0] > 10:
+            raise er.UserError(f"{path}: cannot write {what} (No space left on device)")
+        return real(path, write, what)
+
+    monkeypatch.setattr(fer2013_csv, "create_new_file", full_after_ten)
+    output = tmp_path / "folders"
+    assert er.main(["--import-csv", str(table), "--data-dir", str(output)]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list(output.rglob("*.png")) == [], "none of the 10 images written is left"
+    monkeypatch.setattr(fer2013_csv, "create_new_file", real)
+    assert er.main(["--import-csv", str(table), "--data-dir", str(output), "--overwrite"]) == 0
+    assert len(list(output.rglob("*.png"))) == 30
