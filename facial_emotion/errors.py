@@ -40,7 +40,10 @@ def emit(line, stream):
 
 
 def print_note(message):
-    """One line on stderr (escaped, see one_line)."""
+    """One line on stderr (escaped, see one_line); nothing when stderr is closed (tqdm would
+    write to stdout instead, into the JSON)."""
+    if sys.stderr is None:
+        return
     try:
         emit(one_line(message), sys.stderr)
     except (OSError, ValueError, AttributeError):  # stderr closed or full: nowhere left to say it

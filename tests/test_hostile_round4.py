@@ -316,3 +316,14 @@ def test_an_import_that_fails_half_way_removes_what_it_wrote_so_a_rerun_works(tm
     monkeypatch.setattr(fer2013_csv, "create_new_file", real)
     assert er.main(["--import-csv", str(table), "--data-dir", str(output), "--overwrite"]) == 0
     assert len(list(output.rglob("*.png"))) == 30
+
+
+def test_with_stderr_closed_errors_never_reach_the_json_on_stdout(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    photo = PROJECT_DIR / "tests" / "data" / "astronaut.jpg"
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(photo), str(broken), "--json"],
+                            stdout=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(2))
+    assert result.returncode == 1
+    records = json.loads(result.stdout)
+    assert [record["file"] for record in records] == [str(photo), str(broken)]
