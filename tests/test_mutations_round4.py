@@ -89,3 +89,66 @@ def test_the_json_names_each_annotated_copy(tmp_path, capsys):
     [record] = json.loads(capsys.readouterr().out)
     assert record["annotated"] == str(tmp_path / "out" / "astronaut_annotated.jpg")
     assert (tmp_path / "out" / "astronaut_annotated.jpg").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from facial_emotion import blazeface
+
+    rgb = np.asarray(Image.open(PROJECT_DIR / "tests" / "data" / "astronaut.jpg").convert("RGB"))
+    return blazeface.BlazeFaceDetector(), rgb
+
+
+def test_a_pass_brings_boxes_and_keypoints_back_by_its_scale(astronaut):
+    from facial_emotion import blazeface
+
+    detector, rgb = astronaut
+    _, network_input = blazeface.to_network_input(rgb, 256, 256)
+    plain, halved = detector.run_pass(network_input, 1.0, True), detector.run_pass(network_input, 2.0, True)
+    assert len(plain[0]) > 0
+    np.testing.assert_allclose(halved[0], plain[0] / 2, rtol=1e-6)
+    np.testing.assert_allclose(halved[2], plain[2] / 2, rtol=1e-6)  # the keypoints too
+
+
+def test_merge_drops_the_box_inside_the_better_one_not_the_outer_one():
+    outer, inner = [100, 100, 100, 100], [130, 130, 30, 30]
+    kept, scores, _ = boxes.merge(np.array([outer, inner], np.float32), np.array([0.9, 0.8], np.float32),
+                                  np.zeros((2, 6, 2), np.float32))
+    np.testing.assert_allclose(kept, [outer]) and np.testing.assert_allclose(scores, [0.9])
+
+
+def test_the_second_look_mirrors_left_to_right(astronaut, monkeypatch):
+    detector, rgb = astronaut
+    [face] = detector.detect(rgb)
+    seen = []
+    run = detector.run_network
+
+    def spy(network_input, anchors):
+        seen.append(network_input.copy())
+        return run(network_input, anchors)
+
+    monkeypatch.setattr(detector, "run_network", spy)
+    [score] = detector.look_again(rgb, np.array([face.box], float))
+    [looks] = seen
+    np.testing.assert_array_equal(looks[1], looks[0][:, ::-1])  # [128, 128, 3]: the width axis reversed
+    assert score > 0.9  # a face and its mirror image both score as a face
+
+
+def test_the_time_limit_counts_the_whole_run_not_the_epoch():
+    import emotion_recognition as er
+
+    class Stub:
+        stop_training = False
+        optimizer = type("Optimizer", (), {"learning_rate": 0.001})()
+
+    report = er.EpochReport(64, time_limit_minutes=1, elapsed_before=61.0, log=lambda *a, **k: None)
+    report.set_model(Stub())
+    report.on_epoch_begin(0)
+    report.on_epoch_end(0, {})  # a quick epoch, but the run as a whole has passed its minute
+    assert report.model.stop_training
+
+
+def test_a_run_records_the_precision_it_used_never_auto(trained_run):
+    metadata = json.loads((trained_run["output"] / "emotion_model.json").read_text())
+    assert metadata["training"]["precision"] in ("float32", "bfloat16")
+    assert metadata["training"]["architecture"] == "default"
