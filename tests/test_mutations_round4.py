@@ -152,3 +152,27 @@ def test_a_run_records_the_precision_it_used_never_auto(trained_run):
     metadata = json.loads((trained_run["output"] / "emotion_model.json").read_text())
     assert metadata["training"]["precision"] in ("float32", "bfloat16")
     assert metadata["training"]["architecture"] == "default"
+
+
+def test_the_onnx_check_compares_the_export_with_keras_and_refuses_a_different_one(trained_run, tmp_path, monkeypatch):
+    from facial_emotion.errors import UserError
+    from facial_emotion.saved_model import OnnxModel, load_model
+
+    model, _ = load_model(trained_run["model"])
+    faces = np.random.default_rng(0).uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
+    target = tmp_path / "copy.h5"
+    model.save(str(target))
+    record = finishing.export_onnx(model, target, faces, log=lambda *a, **k: None)
+    # The recorded difference is the one between Keras and the file written, measured here anew.
+    exported = np.asarray(OnnxModel(target.with_suffix(".onnx"))(faces))
+    assert record["max_probability_difference"] == pytest.approx(
+        float(np.max(np.abs(np.asarray(model(faces)) - exported))), abs=1e-6)
+
+    class Skewed(OnnxModel):  # an export that answers otherwise than the model it came from
+        def __call__(self, batch, training=False):
+            answers = super().__call__(batch)
+            return np.roll(answers, 1, axis=1)
+
+    monkeypatch.setattr(finishing, "OnnxModel", Skewed)
+    with pytest.raises(UserError, match="differs from Keras"):
+        finishing.export_onnx(model, tmp_path / "copy.h5", faces, log=lambda *a, **k: None)
