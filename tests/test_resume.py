@@ -255,3 +255,20 @@ def test_an_interrupted_save_leaves_no_partial_file_and_the_old_file_whole(tmp_p
         replace_atomically(target, write_half_then_fail)
     assert target.read_bytes() == b"the previous checkpoint"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last_checkpoint.keras"]
+
+
+def test_a_resumed_run_draws_the_batches_of_its_next_epoch_not_its_first(tmp_path, monkeypatch):
+    data = copy_sample(tmp_path / "data", train_per_class=8, validation_per_class=4)
+    run = tmp_path / "run"
+    with pytest.raises(er.TrainingInterrupted):
+        er.train(config(data, epochs=3, batch_size=8, seed=3), run, log=quiet, callbacks=[StopAt(2)])
+    drawn = []
+    batches = er.augmented_batches
+
+    def recorded(*args, **kwargs):
+        drawn.append(kwargs.get("first_epoch", args[6] if len(args) > 6 else 0))
+        return batches(*args, **kwargs)
+
+    monkeypatch.setattr(er, "augmented_batches", recorded)
+    er.resume(run, log=quiet)
+    assert drawn == [1], "epoch 2's batches, as an uninterrupted run would draw them"
