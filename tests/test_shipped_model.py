@@ -11,13 +11,15 @@ from facial_emotion.shifts import ROBUSTNESS_SHIFTS
 
 SHIPPED = er.DEFAULT_MODEL_PATH
 # 350 real FER-2013 validation faces, 50 per class: chance is 1/7 = 14.3%. The shipped model
-# measures far above that on the full validation set (see its JSON); on 350 faces its accuracy
-# has a standard error of about 2.6 points, so 45% sits more than 5 standard errors below the
-# model and about 17 above chance: a random, untrained, or label-shuffled model cannot reach it.
-MIN_SAMPLE_ACCURACY = 0.45
-# Every class must be recognised at all: a model that lost a class (say, labels out of order)
-# drops to zero recall there.
-MIN_CLASS_RECALL = 0.10
+# names 65.7% of them right (`python emotion_recognition.py --evaluate models/emotion_model.h5
+# --test-dir dataset/validation`); on 350 faces that has a standard error of 2.5 points, and the
+# floor sits 4 of them below: a model a few points worse fails here, not only a broken one.
+MIN_SAMPLE_ACCURACY = 0.55
+# Each class's recall on its 50 faces, 4 standard errors below the shipped model's (angry 56%,
+# disgust 70%, fear 42%, happy 92%, neutral 58%, sad 62%, surprise 80%): a model that lost or
+# swapped a class fails.
+MIN_CLASS_RECALL = {"angry": 0.28, "disgust": 0.44, "fear": 0.14, "happy": 0.77, "neutral": 0.30, "sad": 0.35,
+                    "surprise": 0.57}
 
 # The shipped model was made robust to the faces a detector finds: on the sample's faces blown
 # down to 16 px it measures 54%, under a 1-px blur 64%, and it loses 2.2 points on average
@@ -27,8 +29,9 @@ MIN_SMALL_FACE_ACCURACY = 0.42   # low_res_16
 MIN_BLURRED_ACCURACY = 0.52      # blur_1
 MAX_MEAN_DROP_POINTS = 6.0
 
-# Happy is the class FER-2013 models recognise best (the shipped model: 88% of validation's).
-MIN_HAPPY_HITS = 35  # of the sample's 50 happy faces
+# Happy is the class FER-2013 models recognise best (the shipped model: 88% of validation's, 46
+# of the sample's 50 taken whole by detect_emotion); 4 standard errors below is 38.
+MIN_HAPPY_HITS = 38  # of the sample's 50 happy faces
 
 
 def test_the_shipped_model_and_its_onnx_export_are_there():
@@ -49,7 +52,7 @@ def test_shipped_model_recognises_the_real_sample_faces(sample_metrics):
     assert metrics["images"] == 350
     assert metrics["accuracy"] >= MIN_SAMPLE_ACCURACY, metrics["accuracy"]
     for name, figures in metrics["per_class"].items():
-        assert figures["recall"] >= MIN_CLASS_RECALL, (name, figures)
+        assert figures["recall"] >= MIN_CLASS_RECALL[name], (name, figures)
 
 
 def test_shipped_model_keeps_recognising_small_and_blurred_faces(sample_metrics):
