@@ -47,8 +47,7 @@ from facial_emotion.files import (RunLock, claim_run_folder, portable_command,
 from facial_emotion.images import IMAGE_EXTENSIONS, INPUT_SHAPE, is_image_file, load_face
 from facial_emotion.keras_runtime import keras, load_checkpoint, load_keras_model, save_model_atomically, tf
 from facial_emotion.training_cli import (ARCHITECTURES, DEFAULT_DATA_DIR, DISTRIBUTIONS, MAX_SEED,  # noqa: F401
-                                         TrainConfig, check_training_state, config_from_args, cpu_has_bfloat16,
-                                         parse_args)
+                                         TrainConfig, check_training_state, config_from_args, cpu_has_bfloat16)
 from facial_emotion.saved_model import (DEFAULT_MODEL_PATH, PREDICT_BATCH_SIZE, load_model,
                                         metadata_path, model_temperature, predict_probabilities, read_metadata)
 

@@ -80,7 +80,8 @@ def check_outputs(chosen):
     makeable. Nothing is ever written over."""
     for name in chosen:
         if BY_NAME[name].requires:
-            require_extra(*BY_NAME[name].requires[:1], BY_NAME[name].flag, BY_NAME[name].requires[1])
+            module, extra = BY_NAME[name].requires
+            require_extra(module, BY_NAME[name].flag, extra)
     files = {name: path for name, path in chosen.items() if BY_NAME[name].target == "file"}
     folders = {name: path for name, path in chosen.items() if BY_NAME[name].target == "folder"}
     for name, path in files.items():
