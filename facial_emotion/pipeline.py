@@ -20,7 +20,7 @@ from facial_emotion.errors import OutOfResources, UserError
 from facial_emotion.files import walk_files
 from facial_emotion.images import check_size, is_image_file, is_video_file, read_image, to_rgb
 from facial_emotion.saved_model import PREDICT_BATCH_SIZE, model_temperature, predict_probabilities
-from facial_emotion.video import open_video, read_frames
+from facial_emotion.video import open_video, read_timed_frames
 
 # Faces are classified in batches of up to PREDICT_BATCH_SIZE, but a batch is finished once its
 # first image has waited this long, so results keep coming from a slow disk or a folder of
@@ -208,17 +208,17 @@ class Pipeline:
         except UserError as error:
             yield Result(str(path), error=str(error), video=True)
             return
-        analysed, problem, read = 0, None, [0]
+        analysed, problem, read, time = 0, None, [0], [0.0]
 
-        def counted(frames):
-            for frame in frames:
+        def counted(frames):  # frames are read one at a time: time[0] is the latest frame's
+            for frame, time[0] in frames:
                 read[0] += 1
                 yield frame
 
         try:
-            for index, rgb, faces in self.frames(counted(read_frames(capture)), every):
+            for index, rgb, faces in self.frames(counted(read_timed_frames(capture, fps)), every):
                 analysed += 1
-                yield Result(str(path), faces, video=True, frame=index, time=round(index / fps, 3),
+                yield Result(str(path), faces, video=True, frame=index, time=round(time[0], 3),
                              fps=fps / every, frames_total=frames_total, picture=rgb if pictures else None)
         except UserError as error:
             problem = str(error)

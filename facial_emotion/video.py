@@ -1,6 +1,7 @@
 """Video files and cameras in, annotated video out, through OpenCV's FFmpeg build."""
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -86,6 +87,22 @@ def read_frames(capture):
         if not ok or frame is None:
             return
         yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def read_timed_frames(capture, fps):
+    """(RGB frame, its time in seconds) of an open video file until it ends. The time is the
+    stream's own timestamp, so that a variable-frame-rate video (a phone's) is timed right,
+    where index / average frame rate drifts by seconds; a frame whose timestamp is missing or
+    does not advance is placed 1 / fps after the one before."""
+    import cv2
+
+    previous = None
+    for rgb in read_frames(capture):
+        stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000  # the frame just read
+        if not math.isfinite(stamp) or stamp < 0 or (previous is not None and stamp <= previous):
+            stamp = 0.0 if previous is None else previous + 1 / fps
+        previous = stamp
+        yield rgb, stamp
 
 
 class VideoWriter:

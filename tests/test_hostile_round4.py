@@ -327,3 +327,49 @@ def test_with_stderr_closed_errors_never_reach_the_json_on_stdout(tmp_path):
     assert result.returncode == 1
     records = json.loads(result.stdout)
     assert [record["file"] for record in records] == [str(photo), str(broken)]
+
+
+# tests/data/vfr.mp4: ten frames of the astronaut, frame n stamped at 0.12 * n**2 seconds, the last
+# at 9.68 as the encoder wrote it (tests/data/README.md says how it was made).
+VFR_TIMES = [0.0, 0.12, 0.48, 1.08, 1.92, 3.0, 4.32, 5.88, 7.68, 9.68]
+
+
+def test_a_variable_frame_rate_video_is_timed_by_its_own_timestamps(tmp_path):
+    subtitles = tmp_path / "faces.srt"
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "predict.py"), str(PROJECT_DIR / "tests/data/vfr.mp4"),
+                             "--json", "--srt", str(subtitles)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    frames = json.loads(result.stdout)
+    # index / average frame rate would put frame 3 at 2.92 s and frame 9 at 8.75 s
+    assert [round(frame["time"], 2) for frame in frames] == VFR_TIMES
+    assert all(frame["faces"] for frame in frames)
+    assert subtitles.read_text().splitlines()[1].startswith("00:00:00,000 --> 00:00:10,")
+
+
+def test_the_api_times_a_variable_frame_rate_video_by_its_timestamps():
+    from facial_emotion import track_emotions
+
+    frames = list(track_emotions(PROJECT_DIR / "tests/data/vfr.mp4", every=3))
+    assert [frame.index for frame in frames] == [0, 3, 6, 9]
+    assert [round(frame.time, 2) for frame in frames] == VFR_TIMES[::3]
+
+
+class StampedCapture:
+    """A capture whose frames carry the given timestamps (milliseconds)."""
+
+    def __init__(self, stamps):
+        self.stamps, self.at = list(stamps), -1
+
+    def read(self):
+        self.at += 1
+        return (True, np.zeros((4, 4, 3), np.uint8)) if self.at < len(self.stamps) else (False, None)
+
+    def get(self, _):
+        return self.stamps[self.at]
+
+
+def test_frames_without_usable_timestamps_are_placed_one_frame_apart():
+    from facial_emotion.video import read_timed_frames
+
+    times = [time for _, time in read_timed_frames(StampedCapture([0, 0, 0, float("nan"), 500, 400]), fps=10)]
+    assert times == pytest.approx([0, 0.1, 0.2, 0.3, 0.5, 0.6])
