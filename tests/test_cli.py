@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import emotion_recognition as er
 import predict
@@ -28,6 +29,10 @@ def test_training_writes_every_artifact(trained_run):
     output = trained_run["output"]
     for name in TRAINING_OUTPUTS:
         assert (output / name).is_file() and (output / name).stat().st_size > 0, name
+    for name in (name for name in TRAINING_OUTPUTS if name.endswith(".png")):
+        with Image.open(output / name) as chart:  # a whole picture with something drawn on it
+            assert chart.format == "PNG" and chart.width >= 500 and chart.height >= 300, name
+            assert np.asarray(chart.convert("L")).std() > 5, name
     metadata = json.loads((output / "emotion_model.json").read_text())
     assert metadata["class_names"] == ["happy", "sad"]
     assert metadata["input_shape"] == [48, 48, 1]

@@ -88,7 +88,8 @@ def test_the_json_names_each_annotated_copy(tmp_path, capsys):
     assert predict.main([str(photo), "--annotate", str(tmp_path / "out"), "--json"]) == 0
     [record] = json.loads(capsys.readouterr().out)
     assert record["annotated"] == str(tmp_path / "out" / "astronaut_annotated.jpg")
-    assert (tmp_path / "out" / "astronaut_annotated.jpg").stat().st_size > 0
+    with Image.open(tmp_path / "out" / "astronaut_annotated.jpg") as annotated:
+        assert annotated.format == "JPEG" and annotated.size == (512, 512)
 
 
 @pytest.fixture(scope="module")

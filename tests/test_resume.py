@@ -93,7 +93,7 @@ def test_resume_restores_the_optimizer(tmp_path):
         er.train(config(data, epochs=3, batch_size=8, seed=3), run, log=quiet, callbacks=[StopAt(3)])
     saved = er.load_checkpoint(run / er.LAST_CHECKPOINT)
     assert int(saved.optimizer.iterations.numpy()) == 2 * 2, "two epochs of two batches"
-    state = json.loads((run / "training_state.json").read_text())
+    assert json.loads((run / "training_state.json").read_text())["epochs_done"] == 2
     seen = {}
 
     def record(message, **kwargs):
