@@ -1,6 +1,7 @@
 """Shared fixtures: small class-folder trees made from the real FER-2013 sample in dataset/."""
 
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -41,8 +42,13 @@ def tiny_data(tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """One real training run (1 epoch, 2 classes) through main(), shared by the tests that need a model."""
+    """One real training run (1 epoch, 2 classes) through main(), shared by the tests that need a model.
+    The mutation benchmark, which runs the tests once per mutant, trains it once and names it in
+    FACIAL_EMOTION_TRAINED_RUN: a copy of that folder is used instead."""
     root = tmp_path_factory.mktemp("trained")
+    if os.environ.get("FACIAL_EMOTION_TRAINED_RUN"):
+        shutil.copytree(os.environ["FACIAL_EMOTION_TRAINED_RUN"], root, dirs_exist_ok=True)
+        return {"data": root / "data", "output": root / "run", "model": root / "run" / "emotion_model.h5"}
     data = copy_sample(root / "data")
     output = root / "run"
     status = er.main(["--data-dir", str(data), "--output-dir", str(output), "--epochs", "1",

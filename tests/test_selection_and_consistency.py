@@ -33,14 +33,16 @@ def test_training_with_a_selection_set_validates_on_it_and_reports_validation(tm
     assert np.bincount(y_choose).tolist() == [5, 5]  # held out of train/, not validation/'s 4 + 4
 
 
-def test_a_finished_run_records_selection_and_validation_apart(tmp_path):
+def test_a_finished_run_records_selection_and_validation_apart(tmp_path, monkeypatch, capsys):
     data = make_data(tmp_path / "data", (("happy", 20), ("sad", 20)))
+    monkeypatch.setattr(er, "cpu_has_bfloat16", lambda: False)  # bfloat16 asked for on a CPU that emulates it
     assert er.main(["--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--epochs", "1",
                     "--selection-fraction", "0.25", "--selection-seed", "9", "--precision", "bfloat16"]) == 0
     metadata = json.loads((tmp_path / "run" / "emotion_model.json").read_text())
     assert metadata["selection"]["images"] == 10 and metadata["validation"]["images"] == 8
     assert metadata["training"]["selection_seed"] == 9 and metadata["training"]["selection_fraction"] == 0.25
     assert metadata["training"]["precision"] == "bfloat16"
+    assert "bfloat16 is emulated and trains about 4x slower than float32" in capsys.readouterr().out
     model = er.load_keras_model(tmp_path / "run" / "emotion_model.h5")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # the saved model is float32
     assert er.keras.mixed_precision.global_policy().name == "float32"  # and the process is back to it
