@@ -71,3 +71,67 @@ def test_a_copy_that_fails_when_closed_is_reported_for_its_own_video(tmp_path, m
                         "(it did not read back whole: a full disk?)"]
     with pytest.raises(UserError, match="two_annotated.mp4: cannot write annotated video"):
         annotate.close()
+
+
+GREEN = (0, 255, 0)
+
+
+def drawn(box, person=None, size=(300, 200)):
+    rgb = np.zeros((size[1], size[0], 3), np.uint8)
+    face = Face(list(box), "happy", 0.8, {"happy": 0.8}, person)
+    out = annotation.draw_faces(rgb, [face])
+    assert not rgb.any(), "the input is not drawn on"
+    return out
+
+
+def is_green(pixel):
+    return tuple(int(value) for value in pixel) == GREEN
+
+
+def green_run(row, start):
+    """How many green pixels follow `start` along `row`."""
+    end = start
+    while end < len(row) and is_green(row[end]):
+        end += 1
+    return end - start
+
+
+def test_the_box_is_drawn_on_the_face_s_edges_two_pixels_wide():
+    out = drawn([100, 80, 60, 50])
+    middle = 105
+    assert [is_green(out[middle, x]) for x in (99, 100, 101, 102)] == [False, True, True, False]
+    assert [is_green(out[middle, x]) for x in (157, 158, 159, 160)] == [False, True, True, False]
+    assert [is_green(out[y, 130]) for y in (127, 128, 129, 130)] == [False, True, True, False]
+    assert not out[90:120, 103:157].any(), "inside the box nothing is drawn"
+
+
+def test_the_lines_grow_with_the_picture():
+    out = drawn([400, 300, 200, 200], size=(1200, 900))  # 1200 / 300 = 4 px
+    assert green_run(out[400], 400) == 4 and green_run(out[400], 596) == 4
+
+
+def green_rows(out, x):
+    return [y for y in range(out.shape[0]) if is_green(out[y, x])]
+
+
+def test_the_label_sits_on_a_band_above_the_box_or_below_it_at_the_top():
+    above = drawn([100, 80, 60, 50])
+    band = [y for y in green_rows(above, 101) if y < 80]  # its left margin; a 12-px font and 2-px margins: about 16 rows
+    assert band == list(range(band[0], 80)) and 60 <= band[0] <= 68
+    band_end = 100 + green_run(above[band[0]], 100)
+    text = above[band[0]:80, 100:band_end]
+    assert (text[:, :, 1] < 128).sum() > 100, "dark text on the green band"
+    right = max(np.nonzero((text[:, :, 1] < 128).any(axis=0))[0]) + 100
+    assert band_end - right >= 3, "a margin of the line's width after the text"
+    assert not above[:band[0]].any() and not above[130:].any(), "nothing else is drawn"
+    below = drawn([100, 5, 60, 50])  # no room above: the band hangs under the box, from its bottom
+    assert not below[:5].any()
+    band = [y for y in green_rows(below, 101) if y >= 54]
+    assert band == list(range(54, band[-1] + 1)) and 66 <= band[-1] <= 74
+
+
+def test_a_person_s_label_names_the_person():
+    alone, followed = drawn([100, 80, 60, 50]), drawn([100, 80, 60, 50], person=3)
+    top = green_rows(alone, 101)[0]  # the band's first row is green from end to end
+    assert green_run(followed[top], 100) > green_run(alone[top], 100) + 30  # "person 3: " is longer
+    assert 40 < green_run(alone[top], 100) < 100  # "happy 80%" at 12 px, with its margins
