@@ -99,3 +99,73 @@ def test_a_first_frame_without_a_timestamp_is_at_zero():
     picture = np.zeros(SHAPE, np.uint8)
     stamped = video.read_timed_frames(Capture([(True, picture)] * 3, [float("nan"), 200, -5]), fps=10)
     assert [time for _, time in stamped] == pytest.approx([0, 0.2, 0.3])
+
+
+class Opened:
+    """What cv2.VideoCapture reports of a file, as set here."""
+
+    def __init__(self, fps=25.0, count=10.0, width=64.0, height=48.0):
+        import cv2
+
+        self.properties = {cv2.CAP_PROP_FPS: fps, cv2.CAP_PROP_FRAME_COUNT: count,
+                           cv2.CAP_PROP_FRAME_WIDTH: width, cv2.CAP_PROP_FRAME_HEIGHT: height}
+        self.released = False
+
+    def isOpened(self):
+        return True
+
+    def get(self, key):
+        return self.properties[key]
+
+    def release(self):
+        self.released = True
+
+
+@pytest.fixture
+def reported(monkeypatch, tmp_path):
+    """open_video on a file whose capture reports what the test sets."""
+    import cv2
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\0" * 64)
+
+    def open_with(**properties):
+        capture = Opened(**properties)
+        monkeypatch.setattr(cv2, "VideoCapture", lambda *args: capture)
+        return video.open_video(path)
+    return path, open_with
+
+
+@pytest.mark.parametrize("fps, used", [(0.0, 25.0), (0.5, 0.5), (30.0, 30.0), (1000.0, 1000.0), (1000.5, 25.0),
+                                       (float("nan"), 25.0)])
+def test_a_frame_rate_is_the_file_s_unless_it_is_nonsense(reported, fps, used):
+    _, open_with = reported
+    assert open_with(fps=fps)[1] == used
+
+
+@pytest.mark.parametrize("count, used", [(10.0, 10), (0.0, 0), (-1.0, 0), (None, 0)])
+def test_an_unknown_frame_count_is_zero(reported, count, used):
+    _, open_with = reported
+    assert open_with(count=count)[2] == used
+
+
+@pytest.mark.parametrize("width, height", [(0.0, 48.0), (64.0, 0.0), (0.0, 0.0)])
+def test_frames_of_unknown_size_are_not_refused_for_it(reported, width, height):
+    _, open_with = reported
+    assert open_with(width=width, height=height)[0].isOpened()
+
+
+@pytest.mark.parametrize("width, height", [(1.0, 48.0), (64.0, 1.0), (15.0, 15.0)])
+def test_frames_too_small_for_a_face_are_refused(reported, width, height):
+    path, open_with = reported
+    with pytest.raises(UserError) as raised:
+        open_with(width=width, height=height)
+    assert str(raised.value) == f"{path}: too small to hold a face ({int(width)}x{int(height)} pixels)"
+
+
+def test_frames_of_more_than_100_megapixels_are_refused(reported):
+    path, open_with = reported
+    assert open_with(width=10_000.0, height=10_000.0)[0].isOpened()  # exactly 100 MP passes
+    with pytest.raises(UserError) as raised:
+        open_with(width=12_000.0, height=9_000.0)
+    assert str(raised.value) == f"{path}: 12000x9000 frames are more than 100 megapixels; refused"

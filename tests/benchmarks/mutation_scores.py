@@ -136,6 +136,9 @@ def main(argv=None):
     parser.add_argument("--children", type=int, default=os.cpu_count())
     parser.add_argument("--tests", nargs="+", metavar="FILE",
                         help="test files to run (default: every one but those that train; see SKIPPED_TEST_FILES)")
+    parser.add_argument("--mutants", nargs="+", metavar="NAME", default=[],
+                        help="test only these mutants (as `mutmut results` names them): an earlier run's "
+                             "survivors, against new tests")
     parser.add_argument("--report-only", action="store_true", help="print the last run's scores")
     args = parser.parse_args(argv)
     modules = args.modules or modules_without_tensorflow()
@@ -145,7 +148,7 @@ def main(argv=None):
         copy_checkout(work, modules, args.tests or test_files())
         environment = {**os.environ, "FACIAL_EMOTION_TRAINED_RUN": str(train_shared_run(work)),
                        "MPLBACKEND": "Agg", "CI": "true", **subprocess_settings(work)}
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children)],
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children), *args.mutants],
                        cwd=work, env=environment, check=False)
     total_killed = total = 0
     print(f"{'module':<14} {'killed':>7} {'mutants':>8} {'score':>7}  other")
