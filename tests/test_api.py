@@ -60,18 +60,36 @@ def test_detect_emotion_answers_on_the_zero_to_one_scale_and_takes_arrays():
     assert detect_emotion(array) == (emotion, confidence)
 
 
-def test_track_emotions_yields_frames_in_order_with_their_time_and_people(tmp_path):
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """Six frames of the photo at 10 frames a second."""
     cv2 = pytest.importorskip("cv2")
-    path = tmp_path / "clip.mp4"
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     picture = cv2.cvtColor(rgb_array(), cv2.COLOR_RGB2BGR)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (picture.shape[1], picture.shape[0]))
     for _ in range(6):
         writer.write(picture)
     writer.release()
-    frames = list(track_emotions(path, every=2))
+    return path
+
+
+def test_track_emotions_yields_frames_in_order_with_their_time_and_people(clip, from_path):
+    frames = list(track_emotions(clip, every=2))
     assert [frame.index for frame in frames] == [0, 2, 4]
     assert [frame.time for frame in frames] == pytest.approx([0.0, 0.2, 0.4])
     assert all(len(frame.faces) == 1 and frame.faces[0].person == 1 for frame in frames)
+    # The face is found by the detector, not the frame taken whole: its box is the photo's face's.
+    assert np.abs(np.subtract(frames[0].faces[0].box, from_path.box)).max() <= 6
+    assert [frame.index for frame in track_emotions(clip)] == [0, 1, 2, 3, 4, 5]  # every frame by default
+
+
+def test_tta_is_off_unless_asked_and_changes_the_answer_when_asked(clip, from_path):
+    assert find_emotions(PHOTO, tta=False) == [from_path]
+    [mirrored] = find_emotions(PHOTO, tta=True)
+    assert mirrored.box == from_path.box and mirrored.scores != from_path.scores
+    plain, averaged = next(iter(track_emotions(clip))), next(iter(track_emotions(clip, tta=True)))
+    assert plain.faces[0].scores == next(iter(track_emotions(clip, tta=False))).faces[0].scores
+    assert averaged.faces[0].scores != plain.faces[0].scores
 
 
 @pytest.mark.parametrize("call, error, words", [
@@ -86,7 +104,10 @@ def test_track_emotions_yields_frames_in_order_with_their_time_and_people(tmp_pa
     (lambda: find_emotions(PHOTO, detector="yolo"), ValueError, "detector='yolo'"),
     (lambda: detect_emotion(PHOTO, model_path=3), TypeError, "model_path"),
     (lambda: list(track_emotions(PHOTO, every=0)), ValueError, "every=0"),
-    (lambda: list(track_emotions(rgb_array())), TypeError, "video must be a path"),
+    (lambda: track_emotions(PHOTO, every=True), ValueError, "every=True: must be a whole number of at least 1"),
+    (lambda: track_emotions(PHOTO, every=2.5), ValueError, "every=2.5: must be a whole number of at least 1"),
+    (lambda: track_emotions(PHOTO, detector="yolo"), ValueError, "detector='yolo': choose one of blazeface"),
+    (lambda: list(track_emotions(rgb_array())), TypeError, "video must be a path, not ndarray"),
     (lambda: list(track_emotions(PROJECT_DIR / "README.md")), UserError, "not a video file"),
     (lambda: find_emotions(PROJECT_DIR / "README.md"), UserError, "not an image file"),
 ])
