@@ -101,6 +101,7 @@ def test_tta_is_off_unless_asked_and_changes_the_answer_when_asked(clip, from_pa
     (lambda: find_emotions(np.zeros((8, 8), np.uint8)), ValueError, "too small"),
     (lambda: detect_emotion(np.zeros((15, 4000), np.uint8)), ValueError, "too small"),
     (lambda: find_emotions(PHOTO, runtime="bogus"), ValueError, "runtime='bogus'"),
+    (lambda: detect_emotion(HAPPY_FACE, runtime="bogus"), ValueError, "runtime='bogus'"),
     (lambda: find_emotions(PHOTO, detector="yolo"), ValueError, "detector='yolo'"),
     (lambda: detect_emotion(PHOTO, model_path=3), TypeError, "model_path"),
     (lambda: list(track_emotions(PHOTO, every=0)), ValueError, "every=0"),

@@ -134,3 +134,39 @@ def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp
     ordinary = tmp_path / "ordinary.jpg"
     ordinary.write_bytes(data)
     assert read_image(ordinary).size == (64, 64)
+
+
+def gray_of(mode, values):
+    """to_grayscale of a one-row image of `mode` holding `values`, as a list of 8-bit pixels."""
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(np.array([values], dtype=dtype))
+    assert image.mode == mode
+    return np.asarray(to_grayscale(image)).ravel().tolist()
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    # 16-bit pixels, and 32-bit ones above 255 within 0..65535, are divided by 65535.
+    ("I;16", [0, 384, 33025, 65535], [0, 1, 129, 255]),
+    ("I", [0, 300], [0, 1]),
+    ("I", [0, 256], [0, 1]),
+    ("I", [1000, 2000, 65535], [4, 8, 255]),
+    # 32-bit pixels within 0..255 stay; beyond 65535 they are mapped from their own range.
+    ("I", [0, 255], [0, 255]),
+    ("I", [1000, 65536], [0, 255]),
+    ("I", [-100, 0, 100], [0, 128, 255]),
+    # Floats of 0..1 are stretched; floats within 0..255 stay; others are mapped from their range.
+    ("F", [0.0, 0.045, 1.0], [0, 11, 255]),
+    ("F", [0.0, 1.5], [0, 2]),
+    ("F", [0.0, 100.0], [0, 100]),
+    ("F", [10.0, 255.0], [10, 255]),
+    ("F", [10.0, 256.0], [0, 255]),
+    ("F", [-1.0, 0.0, 1.0], [0, 128, 255]),
+])
+def test_wide_pixels_are_brought_to_8_bits_by_their_kind_and_range(mode, values, expected):
+    assert gray_of(mode, values) == expected
+
+
+@pytest.mark.filterwarnings("error")  # no division by a zero range on the way
+@pytest.mark.parametrize("mode, values", [("F", [300.0, 300.0]), ("I", [-7, -7]), ("F", [np.nan, np.inf])])
+def test_a_flat_picture_out_of_range_and_one_of_no_finite_pixel_come_out_black(mode, values):
+    assert gray_of(mode, values) == [0, 0]
