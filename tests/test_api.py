@@ -126,3 +126,22 @@ def test_importing_the_package_loads_neither_opencv_nor_onnx_runtime():
     assert callable(facial_emotion.find_emotions)
     with pytest.raises(AttributeError):
         facial_emotion.no_such_function
+
+
+def test_too_small_is_the_caller_s_value_error_for_pictures_and_the_file_s_user_error_for_paths(tmp_path):
+    for picture in (Image.new("L", (8, 8)), np.zeros((8, 8), np.uint8)):
+        with pytest.raises(ValueError) as caught:
+            find_emotions(picture)
+        assert str(caught.value) == "too small to hold a face (8x8 pixels)"
+    path = tmp_path / "tiny.png"
+    Image.new("L", (8, 12)).save(path)
+    with pytest.raises(UserError) as caught:
+        find_emotions(path)
+    assert str(caught.value) == f"{path}: too small to hold a face (8x12 pixels)"
+
+
+def test_load_classifier_picks_a_runtime_itself_unless_told():
+    from facial_emotion.api import load_classifier
+
+    assert load_classifier().class_names == load_classifier(runtime="auto").class_names
+    assert len(load_classifier().class_names) == 7
