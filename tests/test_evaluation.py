@@ -88,3 +88,68 @@ def test_a_calibrated_model_has_no_calibration_error_and_an_overconfident_one_is
     from facial_emotion.saved_model import apply_temperature
 
     assert evaluation.expected_calibration_error(labels, apply_temperature(sharp, temperature)) < 0.03
+
+
+class Halves:
+    """Answers from the brightness of a face's left and right halves, overconfidently (so that a
+    temperature above 1 calibrates it); a mirrored face gets other answers."""
+    input_shape, output_shape = (None, 48, 48, 1), (None, 3)
+
+    def __call__(self, batch, training=False):
+        batch = np.asarray(batch, dtype=np.float64)
+        left, right = batch[:, :, :24].mean(axis=(1, 2, 3)) / 255, batch[:, :, 24:].mean(axis=(1, 2, 3)) / 255
+        logits = 200 * np.stack([left, right, 0.5 * np.ones_like(left)], axis=1)
+        scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (scores / scores.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def faces_and_labels(count, seed):
+    """Faces of random halves, labelled by Halves' answer for 70% and at random for the rest."""
+    rng = np.random.default_rng(seed)
+    faces = np.concatenate([np.repeat(rng.uniform(0, 255, (count, 48, 1, 1)), 24, axis=2),
+                            np.repeat(rng.uniform(0, 255, (count, 48, 1, 1)), 24, axis=2)], axis=2)
+    faces = faces.astype(np.float32)
+    labels = Halves()(faces).argmax(axis=1)
+    noisy = rng.random(count) < 0.3
+    labels[noisy] = rng.integers(0, 3, noisy.sum())
+    return faces, labels
+
+
+def test_validation_is_described_with_temperatures_fitted_on_validation_when_there_is_no_selection_set():
+    from facial_emotion.saved_model import apply_temperature
+
+    model, (faces, labels) = Halves(), faces_and_labels(300, 1)
+    metadata, calibrated = evaluation.describe_on_validation(model, {"class_names": ["a", "b", "c"]}, faces, labels)
+    raw, raw_tta = model(faces), (model(faces) + model(faces[:, :, ::-1])) / 2
+    temperature = evaluation.fit_temperature(labels, raw)
+    assert temperature > 1.2 and metadata["temperature"] == round(temperature, 4)
+    assert metadata["temperature_tta"] == round(evaluation.fit_temperature(labels, raw_tta), 4)
+    np.testing.assert_allclose(calibrated, apply_temperature(raw, temperature), rtol=1e-5)
+    figures = metadata["validation"]
+    assert figures["images"] == 300 and "selection" not in metadata
+    assert figures["accuracy"] == round(float(np.mean(raw.argmax(axis=1) == labels)), 4)
+    assert figures["per_class_recall"]["b"] == round(float(np.mean(raw.argmax(axis=1)[labels == 1] == 1)), 4)
+    assert figures["ece_before_calibration"] == round(evaluation.expected_calibration_error(labels, raw), 4)
+    assert figures["ece_after_calibration"] == round(evaluation.expected_calibration_error(labels, calibrated), 4)
+    assert figures["ece_after_calibration"] < figures["ece_before_calibration"]
+    assert figures["flip_tta"]["accuracy"] == round(float(np.mean(raw_tta.argmax(axis=1) == labels)), 4)
+    assert figures["flip_tta"]["accuracy"] != figures["accuracy"]
+    assert figures["flip_tta"]["ece_before_calibration"] == round(evaluation.expected_calibration_error(labels, raw_tta), 4)
+    assert figures["robustness"]["accuracy"] == figures["accuracy"]
+    assert figures["framing_accuracy"] == evaluation.framing_of(figures["robustness"])
+
+
+def test_with_a_selection_set_the_temperatures_come_from_it_and_validation_is_only_measured():
+    model = Halves()
+    (faces, labels), (chosen_faces, chosen_labels) = faces_and_labels(300, 1), faces_and_labels(200, 2)
+    given_panel = {"accuracy": 0.5, "shifts": {"crop_80": 0.1, "pad_120": 0.2}, "mean_drop_points": 1.0,
+                   "worst_drop_points": 2.0, "worst_shift": "crop_80"}
+    metadata, _ = evaluation.describe_on_validation(model, {"class_names": ["a", "b", "c"]}, faces, labels,
+                                                    selection=(chosen_faces, chosen_labels), panel=given_panel)
+    assert metadata["temperature"] == round(evaluation.fit_temperature(chosen_labels, model(chosen_faces)), 4)
+    assert metadata["temperature"] != round(evaluation.fit_temperature(labels, model(faces)), 4)
+    assert metadata["selection"]["images"] == 200 and metadata["validation"]["images"] == 300
+    assert metadata["selection"]["robustness"] == given_panel  # the panel given is the selection set's
+    assert metadata["validation"]["robustness"]["shifts"].keys() == shifts.ROBUSTNESS_SHIFTS.keys()
+    raw = model(faces)
+    assert metadata["validation"]["accuracy"] == round(float(np.mean(raw.argmax(axis=1) == labels)), 4)
