@@ -103,7 +103,7 @@ def test_tta_is_off_unless_asked_and_changes_the_answer_when_asked(clip, from_pa
     (lambda: find_emotions(PHOTO, runtime="bogus"), ValueError, "runtime='bogus'"),
     (lambda: detect_emotion(HAPPY_FACE, runtime="bogus"), ValueError, "runtime='bogus'"),
     (lambda: find_emotions(PHOTO, detector="yolo"), ValueError, "detector='yolo'"),
-    (lambda: detect_emotion(PHOTO, model_path=3), TypeError, "model_path"),
+    (lambda: detect_emotion(PHOTO, model_path=3), TypeError, "model_path must be a path, not int"),
     (lambda: list(track_emotions(PHOTO, every=0)), ValueError, "every=0"),
     (lambda: track_emotions(PHOTO, every=True), ValueError, "every=True: must be a whole number of at least 1"),
     (lambda: track_emotions(PHOTO, every=2.5), ValueError, "every=2.5: must be a whole number of at least 1"),
@@ -145,3 +145,4 @@ def test_load_classifier_picks_a_runtime_itself_unless_told():
 
     assert load_classifier().class_names == load_classifier(runtime="auto").class_names
     assert len(load_classifier().class_names) == 7
+    assert load_classifier().tta is False and load_classifier(tta=True).tta is True

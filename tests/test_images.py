@@ -161,6 +161,7 @@ def gray_of(mode, values):
     ("F", [10.0, 255.0], [10, 255]),
     ("F", [10.0, 256.0], [0, 255]),
     ("F", [-1.0, 0.0, 1.0], [0, 128, 255]),
+    ("F", [-1.0, -0.91, 1.0], [0, 11, 255]),  # 0.045 of the range: 11.5 of 255 would round to 12
 ])
 def test_wide_pixels_are_brought_to_8_bits_by_their_kind_and_range(mode, values, expected):
     assert gray_of(mode, values) == expected
