@@ -153,3 +153,27 @@ def test_with_a_selection_set_the_temperatures_come_from_it_and_validation_is_on
     assert metadata["validation"]["robustness"]["shifts"].keys() == shifts.ROBUSTNESS_SHIFTS.keys()
     raw = model(faces)
     assert metadata["validation"]["accuracy"] == round(float(np.mean(raw.argmax(axis=1) == labels)), 4)
+
+
+PANEL = {"accuracy": 0.5, "shifts": {"crop_80": 0.1, "pad_120": 0.25, "blur_1": 0.4}, "mean_drop_points": 25.0,
+         "worst_drop_points": 40.0, "worst_shift": "crop_80"}
+
+
+def test_the_panel_s_line_and_its_record_in_metrics():
+    assert evaluation.describe_panel(PANEL) == ("robustness: mean drop 25.0 points, worst 40.0 (crop_80); "
+                                                "crop_80 0.100, pad_120 0.250, blur_1 0.400")
+    assert evaluation.with_panel({"accuracy": 0.5, "images": 9}, PANEL) == {
+        "accuracy": 0.5, "images": 9, "robustness": PANEL["shifts"], "robustness_mean_drop": 25.0,
+        "robustness_worst_drop": 40.0, "robustness_worst_shift": "crop_80",
+        "framing_accuracy": {"crop_80": 0.1, "pad_120": 0.25}}
+
+
+def test_the_text_report_has_four_digits_and_only_the_classes_present():
+    labels = np.array([0, 0, 1, 1])
+    # Class c is predicted once but never present; class b is present but never predicted.
+    probabilities = np.array([[0.9, 0.0, 0.1], [0.2, 0.1, 0.7], [0.6, 0.3, 0.1], [0.7, 0.2, 0.1]])
+    report = evaluation.text_report(["a", "b", "c"], labels, probabilities)
+    rows = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.split()[:1] in (["a"], ["b"])}
+    assert rows["a"] == ["0.3333", "0.5000", "0.4000", "2"]
+    assert rows["b"] == ["0.0000", "0.0000", "0.0000", "2"]  # no division by zero: 0, not 1
+    assert " c " not in report

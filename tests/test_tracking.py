@@ -164,3 +164,41 @@ def test_bad_input_is_refused(boxes, keypoints):
 def test_bad_settings_are_refused(settings):
     with pytest.raises(ValueError):
         FaceTracker(**settings)
+
+
+def test_a_box_s_centre_and_size():
+    from facial_emotion.tracking import _centre, _size
+
+    np.testing.assert_array_equal(_centre(np.array([10.0, 20.0, 30.0, 40.0])), [25.0, 40.0])
+    assert _size(np.array([0.0, 0.0, 4.0, 9.0])) == 6.0  # the side of a square of the same area
+    assert _size(np.array([0.0, 0.0, 0.5, 4.0])) == 2.0 and _size(np.array([0.0, 0.0, 4.0, 0.5])) == 2.0
+    assert _size(np.array([0.0, 0.0, 0.0, 0.0])) == 1.0
+
+
+@pytest.mark.parametrize("boxes, keypoints, message", [
+    ([[1, 2, 3]], None, "a face box is [x, y, w, h], 4 finite numbers, not [1.0, 2.0, 3.0]"),
+    ([box(0, 0)], [], "0 keypoint sets for 1 face boxes"),
+    ([box(0, 0)], [np.zeros((5, 3))], "keypoints are a [k, 2] array of finite pixels, not shape (5, 3)"),
+])
+def test_bad_input_is_named(boxes, keypoints, message):
+    with pytest.raises(ValueError) as caught:
+        FaceTracker().update(boxes, keypoints)
+    assert str(caught.value) == message
+
+
+def test_the_velocity_counts_the_missed_frames_since_the_last_match():
+    # 10-px faces moving 19 px a frame, missed for two frames: the track's speed is the distance
+    # over three frames, not two, so it is predicted where it is, and not near someone new.
+    tracker = FaceTracker()
+    assert run(tracker, [[box(0, 0, 10)], [box(19, 0, 10)], [], [], [box(76, 0, 10)]]) == [[1], [1], [], [], [1]]
+    assert tracker.update([box(95, 0, 10), box(88, 0, 10)]) == [1, 2]
+
+
+def test_keypoints_are_predicted_to_move_with_the_face():
+    # A face moving right; next, two faces with one box, one whose keypoints moved on with it and
+    # one whose keypoints stayed behind: the first is the same person.
+    tracker = FaceTracker()
+    for x in (100, 110):
+        tracker.update([box(x, 100)], [keypoints_of(box(x, 100))])
+    ahead, behind = keypoints_of(box(120, 100)), keypoints_of(box(100, 100))
+    assert tracker.update([box(120, 100), box(120, 100)], [behind, ahead]) == [2, 1]
