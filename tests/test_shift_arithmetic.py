@@ -118,3 +118,14 @@ def test_gamma_s_exponent_is_drawn_log_uniform_so_darker_and_lighter_are_alike(m
     exponents = np.array([magnitude for _, magnitude in draws(monkeypatch, {"gamma": (1.0, (0.5, 2.0))}, 2000)])
     assert np.median(exponents) == pytest.approx(1.0, abs=0.06)  # uniform would give 1.25
     assert np.mean(exponents < 1) == pytest.approx(0.5, abs=0.04)
+
+
+def test_training_s_shifts_keep_a_face_s_form_and_give_float32_even_when_none_is_drawn():
+    none_drawn = {"blur": (0.0, (1.0, 1.0))}
+    always = {"brightness": (1.0, (0.5, 0.5))}
+    for shape in ((48, 48), (48, 48, 1)):
+        face = np.full(shape, 100, np.uint8)
+        for table in (none_drawn, always):
+            out = shifts.degrade_randomly(face, table)
+            assert out.shape == shape and out.dtype == np.float32
+        np.testing.assert_array_equal(shifts.degrade_randomly(face, always), np.full(shape, 50.0))
