@@ -202,3 +202,40 @@ def test_keypoints_are_predicted_to_move_with_the_face():
         tracker.update([box(x, 100)], [keypoints_of(box(x, 100))])
     ahead, behind = keypoints_of(box(120, 100)), keypoints_of(box(100, 100))
     assert tracker.update([box(120, 100), box(120, 100)], [behind, ahead]) == [2, 1]
+
+
+@pytest.mark.parametrize("settings", [{"max_missed_frames": 0}, {"min_iou": 1}, {"max_centre_distance": 0},
+                                      {"max_centre_distance": 0.5}, {"keypoint_weight": 0}, {"keypoint_weight": 0.5}])
+def test_settings_at_their_limits_are_taken(settings):
+    FaceTracker(**settings).update([box(0, 0)])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_missed_frames": 1.5}, "max_missed_frames must be a whole number >= 0, not 1.5"),
+    ({"min_iou": 1.5}, "min_iou must be in (0, 1], not 1.5"),
+    ({"keypoint_weight": -1}, "max_centre_distance and keypoint_weight must be >= 0"),
+])
+def test_bad_settings_are_named(settings, message):
+    with pytest.raises(ValueError) as caught:
+        FaceTracker(**settings)
+    assert str(caught.value) == message
+
+
+def test_a_face_exactly_the_farthest_distance_away_is_the_same_person_and_further_is_someone_new():
+    # 10-px faces that do not overlap: 20 px between centres is 2 face sizes, the limit.
+    assert run(FaceTracker(), [[box(0, 0, 10)], [box(20, 0, 10)]]) == [[1], [1]]
+    assert run(FaceTracker(), [[box(0, 0, 10)], [box(21, 0, 10)]]) == [[1], [2]]
+
+
+@pytest.mark.parametrize("offset, ids", [(12, [1, 2]), (24, [2, 1])])
+def test_keypoints_weigh_against_overlap_by_their_distance_in_face_sizes(offset, ids):
+    # The same box with keypoints `offset` px off (cost offset / 60) against a box 10 px away
+    # (IoU 50/70, cost 0.286) with the track's own keypoints: 12 px off still wins, 24 px does not.
+    tracker = FaceTracker()
+    tracker.update([box(100, 100)], [keypoints_of(box(100, 100))])
+    same_box = keypoints_of(box(100, 100)) + [offset, 0]
+    assert tracker.update([box(100, 100), box(110, 100)], [same_box, keypoints_of(box(100, 100))]) == ids
+
+
+def test_new_faces_are_numbered_by_area_not_by_height():
+    assert FaceTracker().update([[0, 0, 10, 40], [100, 0, 30, 30]]) == [2, 1]
