@@ -109,15 +109,38 @@ def train_shared_run(work):
     return root
 
 
+def meta_path(work, module):
+    return work / "mutants" / "facial_emotion" / f"{module}.py.meta"
+
+
+def exit_codes(work, modules):
+    """{module: {mutant: exit code or None}} of the last run in `work`."""
+    return {module: json.loads(meta_path(work, module).read_text())["exit_code_by_key"]
+            for module in modules if meta_path(work, module).is_file()}
+
+
+def keep_earlier_results(work, modules, earlier, retested):
+    """mutmut forgets every result when the tests change; a run with --mutants tests only those
+    named, so the others get their earlier results back."""
+    for module in modules:
+        path = meta_path(work, module)
+        if not path.is_file() or module not in earlier:
+            continue
+        meta = json.loads(path.read_text())
+        for name, code in earlier[module].items():
+            if name not in retested and meta["exit_code_by_key"].get(name) is None:
+                meta["exit_code_by_key"][name] = code
+        path.write_text(json.dumps(meta))
+
+
 def scores(work, modules):
     """{module: (killed, mutants, [survivor names], {other status: count})} from mutmut's files."""
     from mutmut.stats import status_by_exit_code
 
     table = {}
     for module in modules:
-        meta = work / "mutants" / "facial_emotion" / f"{module}.py.meta"
-        exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
-        statuses = {name: status_by_exit_code[code] for name, code in exit_codes.items()}
+        codes = exit_codes(work, [module]).get(module, {})
+        statuses = {name: status_by_exit_code[code] for name, code in codes.items()}
         # A timeout is not counted as killed: it may be a hung worker, not a caught bug.
         killed = sum(status == "killed" for status in statuses.values())
         others = {}
@@ -138,7 +161,7 @@ def main(argv=None):
                         help="test files to run (default: every one but those that train; see SKIPPED_TEST_FILES)")
     parser.add_argument("--mutants", nargs="+", metavar="NAME", default=[],
                         help="test only these mutants (as `mutmut results` names them): an earlier run's "
-                             "survivors, against new tests")
+                             "survivors, against new tests; the other mutants keep their earlier results")
     parser.add_argument("--report-only", action="store_true", help="print the last run's scores")
     args = parser.parse_args(argv)
     modules = args.modules or modules_without_tensorflow()
@@ -148,8 +171,11 @@ def main(argv=None):
         copy_checkout(work, modules, args.tests or test_files())
         environment = {**os.environ, "FACIAL_EMOTION_TRAINED_RUN": str(train_shared_run(work)),
                        "MPLBACKEND": "Agg", "CI": "true", **subprocess_settings(work)}
+        earlier = exit_codes(work, modules)
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children), *args.mutants],
                        cwd=work, env=environment, check=False)
+        if args.mutants:
+            keep_earlier_results(work, modules, earlier, set(args.mutants))
     total_killed = total = 0
     print(f"{'module':<14} {'killed':>7} {'mutants':>8} {'score':>7}  other")
     for module, (killed, count, survivors, others) in scores(work, modules).items():
