@@ -177,3 +177,35 @@ def test_the_text_report_has_four_digits_and_only_the_classes_present():
     assert rows["a"] == ["0.3333", "0.5000", "0.4000", "2"]
     assert rows["b"] == ["0.0000", "0.0000", "0.0000", "2"]  # no division by zero: 0, not 1
     assert " c " not in report
+
+
+def test_figures_are_rounded_to_four_digits_and_points_to_two():
+    summary = evaluation.robustness_summary(2 / 3, {"a": 1 / 3, "b": 1 / 7})
+    assert summary == {"accuracy": 0.6667, "shifts": {"a": 0.3333, "b": 0.1429}, "mean_drop_points": 42.86,
+                       "worst_drop_points": 52.38, "worst_shift": "b"}
+
+
+def test_accuracy_and_the_panel_take_tta_when_asked(sample):
+    faces, labels = sample
+    model = Memory(faces[:, :, ::-1], labels, 3)  # knows only the mirror images
+    assert evaluation.accuracy_of(model, faces, labels) == 0.3333
+    panel = evaluation.robustness_panel(model, faces, labels, tta=True)
+    assert panel["accuracy"] == 1.0
+
+
+def test_metrics_of_a_class_predicted_but_absent_and_one_present_but_never_predicted():
+    labels = np.array([0, 0, 0, 1, 1])
+    probabilities = np.eye(3)[[0, 0, 2, 0, 2]]  # b is never predicted; c is predicted, never present
+    metrics = evaluation.compute_metrics(["a", "b", "c"], labels, probabilities)
+    assert metrics["per_class"]["a"] == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "support": 3}
+    assert metrics["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert metrics["macro_f1"] == 0.3333  # over a and b, the classes present: c is not a third zero
+
+
+def test_validation_s_record_has_its_named_fields():
+    metadata, _ = evaluation.describe_on_validation(Halves(), {"class_names": ["a", "b", "c"]}, *faces_and_labels(60, 3))
+    assert set(metadata["validation"]) == {"images", "accuracy", "macro_f1", "per_class_recall", "ece_before_calibration",
+                                           "ece_after_calibration", "framing_accuracy", "robustness", "flip_tta"}
+    assert set(metadata["validation"]["flip_tta"]) == {"accuracy", "macro_f1", "per_class_recall",
+                                                       "ece_before_calibration", "ece_after_calibration"}
+    assert set(metadata["validation"]["flip_tta"]["per_class_recall"]) == {"a", "b", "c"}
