@@ -129,3 +129,58 @@ def test_training_s_shifts_keep_a_face_s_form_and_give_float32_even_when_none_is
             out = shifts.degrade_randomly(face, table)
             assert out.shape == shape and out.dtype == np.float32
         np.testing.assert_array_equal(shifts.degrade_randomly(face, always), np.full(shape, 50.0))
+
+
+def halves(left=50.0, right=200.0):
+    face = np.full((48, 48), left, np.float32)
+    face[:, 24:] = right
+    return face
+
+
+def test_framing_resizes_bilinearly_and_pads_with_the_edge_pixels():
+    cropped = shift_face(halves(), "scale", 0.8)
+    assert cropped.min() >= 50 and cropped.max() <= 200  # no bicubic overshoot at the step
+    assert 50 < cropped[0, 23] < 200 or 50 < cropped[0, 24] < 200  # but a blend across it
+    padded = shift_face(np.full((48, 48), 200.0, np.float32), "scale", 1.2)
+    np.testing.assert_array_equal(padded, 200.0)  # edge pixels, not black, around the face
+    np.testing.assert_array_equal(shift_face(np.zeros((48, 48), np.float32), "scale", 0.8), 0.0)
+
+
+def test_padding_to_120_percent_adds_a_tenth_of_the_side_on_each_side():
+    # 5 px each side: the ramp's 48 columns span 58, so the slope grows by 58/48.
+    padded = shift_face(ramp(), "scale", 1.2)
+    assert np.diff(padded[24, 10:38]).mean() == pytest.approx(5 * 58 / 48, abs=0.1)
+
+
+def test_moving_and_blurring_repeat_the_edge_pixels():
+    np.testing.assert_array_equal(shift_face(np.full((48, 48), 200.0, np.float32), "shift", 0.1), 200.0)
+    face = np.zeros((48, 48), np.float32)
+    face[:, 0] = 255.0
+    assert shift_face(face, "blur", 1.0)[:, 0].min() > 150  # beyond the edge is 255 again, not a mirror of 0
+
+
+def test_blur_spreads_a_point_down_as_far_as_across():
+    face = np.zeros((48, 48), np.float32)
+    face[24, 24] = 255.0
+    blurred = shift_face(face, "blur", 1.0)
+    np.testing.assert_allclose(blurred[:, 24], blurred[24, :], atol=1e-4)
+
+
+def test_rotation_turns_about_the_face_s_centre():
+    face = np.zeros((48, 48), np.float32)
+    face[14:34, 14:34] = 255.0  # a square centred on (23.5, 23.5)
+    turned = shift_face(face, "rotate", 90.0)
+    assert np.abs(turned - face).max() < 1.0
+
+
+def test_jpeg_at_full_quality_keeps_black_black():
+    np.testing.assert_array_equal(shift_face(np.full((48, 48), -0.4, np.float32), "jpeg", 100), 0.0)
+
+
+@pytest.mark.parametrize("kind, magnitude", [("shift", 0.1), ("rotate", 15.0), ("scale", 1.2), ("blur", 1.0)])
+def test_integer_faces_are_shifted_as_floats(kind, magnitude):
+    face = np.clip(ramp() + np.arange(48)[:, np.newaxis], 0, 255)
+    as_float = shift_face(face.astype(np.float32), kind, magnitude)
+    np.testing.assert_allclose(shift_face(face.astype(np.uint8), kind, magnitude), as_float, atol=1e-3)
+    np.testing.assert_allclose(shifts.apply_shift(face.astype(np.uint8)[np.newaxis], "shift_10")[0],
+                               shift_face(face.astype(np.float32), "shift", 0.1), atol=1e-3)
