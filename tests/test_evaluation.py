@@ -148,6 +148,8 @@ def test_with_a_selection_set_the_temperatures_come_from_it_and_validation_is_on
                                                     selection=(chosen_faces, chosen_labels), panel=given_panel)
     assert metadata["temperature"] == round(evaluation.fit_temperature(chosen_labels, model(chosen_faces)), 4)
     assert metadata["temperature"] != round(evaluation.fit_temperature(labels, model(faces)), 4)
+    chosen_tta = (model(chosen_faces) + model(chosen_faces[:, :, ::-1])) / 2
+    assert metadata["temperature_tta"] == round(evaluation.fit_temperature(chosen_labels, chosen_tta), 4)
     assert metadata["selection"]["images"] == 200 and metadata["validation"]["images"] == 300
     assert metadata["selection"]["robustness"] == given_panel  # the panel given is the selection set's
     assert metadata["validation"]["robustness"]["shifts"].keys() == shifts.ROBUSTNESS_SHIFTS.keys()
@@ -209,3 +211,44 @@ def test_validation_s_record_has_its_named_fields():
     assert set(metadata["validation"]["flip_tta"]) == {"accuracy", "macro_f1", "per_class_recall",
                                                        "ece_before_calibration", "ece_after_calibration"}
     assert set(metadata["validation"]["flip_tta"]["per_class_recall"]) == {"a", "b", "c"}
+
+
+def ece_by_hand(labels, probabilities, bins=15):
+    """ECE with bins (k/bins, (k+1)/bins], each weighted by its share of the faces."""
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    return sum(np.mean(which == k) * abs(correct[which == k].mean() - confidence[which == k].mean())
+               for k in range(bins) if np.any(which == k))
+
+
+def test_calibration_error_bins_confidence_in_fifteen_equal_bins():
+    # 0.55 (right) and 0.58 (wrong) share the bin (8/15, 9/15]; 0.95 (right, wrong) the last.
+    probabilities = np.array([[0.55, 0.45], [0.42, 0.58], [0.95, 0.05], [0.05, 0.95]])
+    labels = np.array([0, 0, 0, 0])
+    expected = 0.5 * abs(0.5 - 0.565) + 0.5 * abs(0.5 - 0.95)
+    assert evaluation.expected_calibration_error(labels, probabilities) == pytest.approx(expected)
+    rng = np.random.default_rng(5)
+    confidence = np.concatenate([rng.uniform(0.34, 1.0, 300), np.linspace(0, 1, 16)[6:]])  # edges included
+    probabilities = np.stack([confidence, (1 - confidence) / 2, (1 - confidence) / 2], axis=1)
+    labels = np.where(rng.random(len(confidence)) < 0.7, 0, 1)
+    assert evaluation.expected_calibration_error(labels, probabilities) == pytest.approx(ece_by_hand(labels, probabilities))
+
+
+def test_the_temperature_is_the_best_of_601_log_spaced_ones():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) > 0.8).astype(int)
+    sharp = np.stack([np.full(500, 0.97), np.full(500, 0.03)], axis=1)
+    from facial_emotion.saved_model import apply_temperature
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 601))
+    errors = [evaluation.expected_calibration_error(labels, apply_temperature(sharp, float(t))) for t in grid]
+    assert evaluation.fit_temperature(labels, sharp) == pytest.approx(grid[int(np.argmin(errors))], rel=1e-12)
+
+
+def test_the_panel_under_tta_shifts_the_faces_and_then_averages_with_the_mirror():
+    model, (faces, labels) = Halves(), faces_and_labels(40, 4)
+    panel = evaluation.robustness_panel(model, faces, labels, tta=True)
+    for name in ("crop_80", "shift_10", "rotate_15"):
+        assert panel["shifts"][name] == evaluation.accuracy_of(model, shifts.apply_shift(faces, name), labels, tta=True)
+    plain = evaluation.robustness_panel(model, faces, labels)
+    assert plain["shifts"] != panel["shifts"]
