@@ -172,3 +172,24 @@ def test_an_unknown_usage_is_quoted_and_the_known_ones_listed(usage, shown):
     with pytest.raises(UserError) as caught:
         parse_row("t.csv", 5, row(usage=usage))
     assert str(caught.value) == f"t.csv:5: Usage {shown} is not one of Training, PublicTest, PrivateTest"
+
+
+def test_a_bad_row_is_named_by_its_line_in_the_file(tmp_path):
+    table = write_csv(tmp_path / "fer.csv", [(2, GREY, "Training"), (9, GREY, "Training")])
+    refused(table, f"{table}:3: emotion 9 is not 0..6")
+
+
+def test_a_failed_import_takes_back_the_images_it_wrote(tmp_path, monkeypatch):
+    table = write_csv(tmp_path / "fer.csv", [(2, GREY, "Training")] * 4)
+    real, calls = fer2013_csv.create_new_file, []
+
+    def full_disk_at_the_third(path, write, what="file", renumber=False):
+        calls.append(path)
+        if len(calls) == 3:
+            raise UserError(f"{path}: cannot write {what} (No space left on device)")
+        return real(path, write, what, renumber)
+
+    monkeypatch.setattr(fer2013_csv, "create_new_file", full_disk_at_the_third)
+    with pytest.raises(UserError, match="No space left"):
+        import_fer2013_csv(table, tmp_path / "out")
+    assert len(calls) == 3 and not any(path.is_file() for path in (tmp_path / "out").rglob("*"))

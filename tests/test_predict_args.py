@@ -125,3 +125,34 @@ def test_ray_refuses_an_empty_input_and_an_output_that_exists(monkeypatch, tmp_p
     (tmp_path / "out.parquet").mkdir()
     assert predict_cli.main([str(PHOTO), "--ray", "--parquet", str(tmp_path / "out.parquet")]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_ray_checks_its_extra_model_and_detector_first_and_lists_uris_and_every_input(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(predict_cli, "require_extra", lambda *args: calls.append(("extra", *args)))
+    monkeypatch.setattr(predict_cli, "load_model", lambda *args, **kwargs: calls.append(("model", args, kwargs)))
+    monkeypatch.setattr(predict_cli, "FaceDetector", lambda kind: calls.append(("detector", kind)))
+    monkeypatch.setattr(ray_predict, "list_uris", lambda uri: [f"{uri}/a.jpg", f"{uri}/b.png"])
+    monkeypatch.setattr(ray_predict, "predict_on_ray", lambda inputs, *args, **kwargs: calls.append(("ray", inputs)) or 0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "c.jpg").write_bytes(PHOTO.read_bytes())
+    os.mkfifo(folder / "pipe.jpg")
+    assert predict_cli.main(["s3://bucket/photos", str(folder), str(PHOTO), "--ray", "--parquet",
+                             str(tmp_path / "out.parquet"), "--runtime", "onnx", "--detector", "haar"]) == 0
+    assert calls[0] == ("extra", "ray", "--ray", "ray")
+    assert calls[1] == ("model", (DEFAULT_MODEL_PATH,), {"runtime": "onnx"}) and calls[2] == ("detector", "haar")
+    assert [str(path) for path in calls[3][1]] == ["s3://bucket/photos/a.jpg", "s3://bucket/photos/b.png",
+                                                   str(folder / "c.jpg"), str(PHOTO)]
+    assert capsys.readouterr().err.startswith(f"warning: skipping {folder / 'pipe.jpg'}: ")
+    calls.clear()
+    assert predict_cli.main([str(PHOTO), "--ray", "--parquet", str(tmp_path / "o2.parquet"), "--no-detect"]) == 0
+    assert [call[0] for call in calls] == ["extra", "model", "ray"]  # no detector to check
+
+
+def test_ray_with_no_input_names_every_argument(monkeypatch, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert predict_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--ray", "--parquet",
+                             str(tmp_path / "out.parquet")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: no image or video files in {tmp_path / 'a'}, {tmp_path / 'b'}"
