@@ -42,7 +42,8 @@ def test_mirrored_training_on_two_replicas_writes_the_model_and_its_json(tmp_pat
     # 16 faces in global batches of 2 x 4: two steps, each split over both replicas.
     assert int(checkpoint.optimizer.iterations.numpy()) == 2
     # The epoch's speed counts the global batches' images: 16 an epoch, not one replica's 8.
-    assert history["images_per_second"][0] == pytest.approx(16 / history["epoch_seconds"][0], rel=0.05)
+    # (The record is rounded to 0.1 img/s: on a loaded machine an epoch of 16 faces can take 20 s.)
+    assert history["images_per_second"][0] == pytest.approx(16 / history["epoch_seconds"][0], rel=0.05, abs=0.05)
     model, _ = load_model(run / "emotion_model.h5")
     assert model.dtype_policy.name == "float32", "a saved model runs on any CPU"
     assert (run / "emotion_model.onnx").is_file()
