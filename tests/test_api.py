@@ -146,3 +146,29 @@ def test_load_classifier_picks_a_runtime_itself_unless_told():
     assert load_classifier().class_names == load_classifier(runtime="auto").class_names
     assert len(load_classifier().class_names) == 7
     assert load_classifier().tta is False and load_classifier(tta=True).tta is True
+
+
+def test_a_model_is_loaded_once_and_again_when_one_of_its_files_changes(tmp_path):
+    import json
+    import os
+    import shutil
+
+    from facial_emotion.api import load_classifier
+
+    for suffix in (".h5", ".json", ".onnx"):
+        shutil.copy2(PROJECT_DIR / "models" / f"emotion_model{suffix}", tmp_path / f"emotion_model{suffix}")
+    path = tmp_path / "emotion_model.h5"
+    first = load_classifier(path)
+    assert load_classifier(path).model is first.model  # from the cache
+    record = json.loads((tmp_path / "emotion_model.json").read_text())
+    record["temperature"] = 2.5
+    (tmp_path / "emotion_model.json").write_text(json.dumps(record))
+    os.utime(tmp_path / "emotion_model.json", ns=(1, 1))  # a new stamp even within the clock's resolution
+    changed = load_classifier(path)
+    assert changed.temperature == 2.5 and changed.model is not first.model
+
+
+def test_a_bad_choice_lists_the_choices():
+    with pytest.raises(ValueError) as caught:
+        find_emotions(PHOTO, detector="yolo")
+    assert str(caught.value) == "detector='yolo': choose one of blazeface, haar, mtcnn"

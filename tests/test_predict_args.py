@@ -156,3 +156,25 @@ def test_ray_with_no_input_names_every_argument(monkeypatch, tmp_path, capsys):
     assert predict_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--ray", "--parquet",
                              str(tmp_path / "out.parquet")]) == 1
     assert capsys.readouterr().err.strip() == f"error: no image or video files in {tmp_path / 'a'}, {tmp_path / 'b'}"
+
+
+def test_the_model_is_loaded_with_the_runtime_asked_and_its_warnings_as_notes(monkeypatch, tmp_path, capsys):
+    real, seen = predict_cli.load_model, []
+
+    def spy(path, **kwargs):
+        seen.append((path, kwargs))
+        kwargs["warn"]("the export is stale")
+        return real(path, runtime="onnx")
+
+    monkeypatch.setattr(predict_cli, "load_model", spy)
+    monkeypatch.setattr(batch, "predict_files", lambda *call: 0)
+    assert predict_cli.main([str(PHOTO), "--runtime", "onnx"]) == 0
+    assert seen == [(DEFAULT_MODEL_PATH, {"runtime": "onnx", "warn": predict_cli.print_note})]
+    assert capsys.readouterr().err == "the export is stale\n"
+
+
+def test_no_input_found_names_every_argument(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert predict_cli.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: no image or video files in {tmp_path / 'a'}, {tmp_path / 'b'}"
