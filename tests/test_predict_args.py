@@ -178,3 +178,25 @@ def test_no_input_found_names_every_argument(tmp_path, capsys):
     (tmp_path / "b").mkdir()
     assert predict_cli.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     assert capsys.readouterr().err.strip() == f"error: no image or video files in {tmp_path / 'a'}, {tmp_path / 'b'}"
+
+
+def test_help_describes_the_tool_and_every_option(capsys):
+    with pytest.raises(SystemExit):
+        predict_cli.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: ") and "[IMAGE_OR_VIDEO ...]" in text
+    assert "Find faces in images and videos and predict each one's emotion." in text
+    parser_options = ["--model", "--top-k", "--detector", "--no-detect", "--tta", "--runtime", "--every", "--webcam",
+                      "--ray", "--json", "--csv", "--parquet", "--srt", "--plot", "--annotate"]
+    for option in parser_options:
+        assert option in text
+    for words in ("image or video files, or folders of them", "a model saved by emotion_recognition.py",
+                  "how many emotions to print per face", "take every image whole as one face",
+                  "average each face with its mirror image", "in videos, analyse every Nth frame",
+                  "blazeface: Google's BlazeFace", "auto: ONNX Runtime when"):
+        assert words in text
+
+
+def test_an_unknown_detector_or_runtime_is_a_usage_error(capsys):
+    assert "invalid choice: 'yolo'" in refused(capsys, "a.jpg", "--detector", "yolo")
+    assert "invalid choice: 'tvm'" in refused(capsys, "a.jpg", "--runtime", "tvm")
