@@ -48,8 +48,12 @@ def test_suffixes_are_matched_whatever_their_case_and_folders_are_made_with_thei
 
 
 def test_an_unwritable_folder_is_found_before_any_work(tmp_path, monkeypatch):
+    real = tempfile.TemporaryFile
+
     def refused(dir=None):
-        raise PermissionError(errno.EACCES, "Permission denied")
+        if Path(dir) in (tmp_path, tmp_path / "out"):  # the output's own folder is the one tried
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(dir=dir)
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     assert refusal({"csv": tmp_path / "a.csv"}) == f"{tmp_path / 'a.csv'}: folder {tmp_path} cannot be written (Permission denied)"
@@ -78,6 +82,8 @@ def test_the_flags_come_from_the_table():
     assert by_flag["--json"].dest == "json" and by_flag["--json"].nargs == 0
     assert by_flag["--csv"].metavar == "FILE" and by_flag["--annotate"].metavar == "DIR"
     assert by_flag["--srt"].help.endswith(" (.srt)") and by_flag["--csv"].help == outputs.BY_NAME["csv"].help
+    assert by_flag["--plot"].help.endswith(" (.png, .pdf, .svg, .jpg, .jpeg)")
+    assert by_flag["--json"].help == outputs.BY_NAME["json"].help
     args = parser.parse_args(["--csv", "a.csv", "--json"])
     assert args.csv == Path("a.csv") and asked_for(args) == {"json": True, "csv": Path("a.csv")}
     assert asked_for(parser.parse_args([])) == {}
@@ -186,3 +192,35 @@ def test_the_real_table_s_run_knows_its_stdout_only_outputs_and_its_progress(tmp
     assert [type(sink).__name__ for sink in run.sinks] == ["JsonSink", "ProgressSink"]
     run.close()
     assert [output.name for output in OUTPUTS][:2] == ["text", "json"]
+
+
+def test_an_annotate_folder_that_exists_already_is_used():
+    import tempfile as temporary
+
+    with temporary.TemporaryDirectory() as folder:
+        check_outputs({"annotate": Path(folder)})
+
+
+def test_a_run_s_defaults_and_its_problems_are_counted(recorders, capsys):
+    run = Outputs(CHOSEN, ["a"])
+    assert run.run.top_k == 1 and run.run.total_files == 0
+    run.run.report("copy.mp4: cannot be finished")
+    assert run.failures == 1 and capsys.readouterr().err == "error: copy.mp4: cannot be finished\n"
+    run.run.stdout.problem = "stdout: cannot write (No space left on device)"
+    recorders.behaviour = {"fails_to_close": "first"}
+    run.close()
+    assert run.failures == 2
+    assert capsys.readouterr().err.splitlines() == ["error: first: cannot close",
+                                                    "error: stdout: cannot write (No space left on device)"]
+
+
+def test_every_sink_dropped_or_failing_to_close_is_counted(recorders, capsys):
+    recorders.behaviour = {"fails_on": ("first", "x.jpg")}
+    run = Outputs(CHOSEN, ["a"])
+    run.add(Result("x.jpg"))
+    recorders.behaviour = {"fails_on": ("second", "y.jpg")}
+    run.add(Result("y.jpg"))
+    assert run.failures == 2
+    recorders.behaviour = {"fails_to_close": "drawn"}
+    run.close()
+    assert run.failures == 3
