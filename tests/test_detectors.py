@@ -1,8 +1,6 @@
 """What FaceDetector makes of each detector's raw answer: MTCNN's dictionaries (its confidence
-rule, its keypoints' order and type), Haar's box on a known photo, the crop's margin at the
-picture's edge, and the JPEG scan limit's boundary."""
-
-import io
+rule, its keypoints' order and type), Haar's box on a known photo, and the crop's margin at the
+picture's edge."""
 
 import numpy as np
 import pytest
@@ -10,8 +8,7 @@ from PIL import Image
 
 from facial_emotion import detection
 from facial_emotion.detection import MTCNN_MIN_CONFIDENCE, FaceDetector, crop_face
-from facial_emotion.errors import UserError
-from facial_emotion.images import MAX_JPEG_SCANS, check_jpeg_scans, preprocess_face
+from facial_emotion.images import preprocess_face
 
 from conftest import PROJECT_DIR
 
@@ -89,24 +86,3 @@ def test_the_crop_s_margin_stops_at_the_picture_s_top_and_left_edges():
     np.testing.assert_array_equal(crop_face(gray, [0, 0, 40, 40]), preprocess_face(gray.crop((0, 0, 41, 41))))
     np.testing.assert_array_equal(crop_face(gray, [20, 30, 40, 40]), preprocess_face(gray.crop((19, 29, 61, 71))))
     assert detection.FACE_MARGIN == 0.025
-
-
-def progressive_jpeg(tmp_path, scans):
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(
-        buffer, "JPEG", progressive=True)
-    data = buffer.getvalue()
-    have = data.count(b"\xff\xda")
-    last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
-    path = tmp_path / f"{scans}.jpg"
-    path.write_bytes(data[:data.rindex(b"\xff\xd9")] + last_scan * (scans - have) + b"\xff\xd9")
-    assert path.read_bytes().count(b"\xff\xda") == scans
-    return path
-
-
-def test_a_jpeg_of_exactly_the_scan_limit_is_read_and_one_more_is_refused(tmp_path):
-    check_jpeg_scans(progressive_jpeg(tmp_path, MAX_JPEG_SCANS))
-    over = progressive_jpeg(tmp_path, MAX_JPEG_SCANS + 1)
-    with pytest.raises(UserError) as caught:
-        check_jpeg_scans(over)
-    assert str(caught.value) == f"{over}: a progressive JPEG of 101 scans (more than 100); refused"

@@ -119,21 +119,39 @@ def test_an_image_just_under_100_megapixels_is_not_refused_for_its_size(tmp_path
     assert "refused" not in str(error.value)
 
 
-def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
+def progressive_jpeg(path, scans=None, side=64):
+    """A progressive JPEG of random pixels at `path`; with `scans`, its last scan repeated until
+    the file holds that many."""
     import io
 
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side), dtype=np.uint8)).save(
         buffer, "JPEG", progressive=True)
     data = buffer.getvalue()
-    last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
-    path = tmp_path / "scans.jpg"
-    path.write_bytes(data[:data.rindex(b"\xff\xd9")] + last_scan * 2000 + b"\xff\xd9")
+    if scans is not None:
+        last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
+        data = data[:data.rindex(b"\xff\xd9")] + last_scan * (scans - data.count(b"\xff\xda")) + b"\xff\xd9"
+        assert data.count(b"\xff\xda") == scans
+    path.write_bytes(data)
+    return path
+
+
+def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    path = progressive_jpeg(tmp_path / "scans.jpg", scans=2010)
     with deadline(5), pytest.raises(UserError, match="progressive JPEG of 20"):
         read_image(path)
-    ordinary = tmp_path / "ordinary.jpg"
-    ordinary.write_bytes(data)
+    ordinary = progressive_jpeg(tmp_path / "ordinary.jpg")
     assert read_image(ordinary).size == (64, 64)
+
+
+def test_a_jpeg_of_exactly_the_scan_limit_is_read_and_one_more_is_refused(tmp_path):
+    from facial_emotion.images import MAX_JPEG_SCANS, check_jpeg_scans
+
+    check_jpeg_scans(progressive_jpeg(tmp_path / "limit.jpg", MAX_JPEG_SCANS, side=32))
+    over = progressive_jpeg(tmp_path / "over.jpg", MAX_JPEG_SCANS + 1, side=32)
+    with pytest.raises(UserError) as caught:
+        check_jpeg_scans(over)
+    assert str(caught.value) == f"{over}: a progressive JPEG of 101 scans (more than 100); refused"
 
 
 def gray_of(mode, values):
