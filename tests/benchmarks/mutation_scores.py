@@ -171,7 +171,7 @@ def main(argv=None):
         copy_checkout(work, modules, args.tests or test_files())
         environment = {**os.environ, "FACIAL_EMOTION_TRAINED_RUN": str(train_shared_run(work)),
                        "MPLBACKEND": "Agg", "CI": "true", **subprocess_settings(work)}
-        earlier = exit_codes(work, modules)
+        earlier = exit_codes(work, modules) if args.mutants else {}  # kept only for a --mutants run
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children), *args.mutants],
                        cwd=work, env=environment, check=False)
         if args.mutants:
