@@ -11,10 +11,11 @@ import warnings
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except for switches and flags whose default is "not given"."""
+    """Shows each flag's default, except for switches and flags whose default is "not given"
+    (a default of 0 is shown: `0 in (None, False)` would hide it, as 0 == False)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False):
+        if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 

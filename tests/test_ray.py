@@ -3,6 +3,7 @@ for the module, compared with the plain path's Parquet rows."""
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,77 @@ def test_ray_writes_only_parquet(capsys):
     with pytest.raises(SystemExit):
         predict.parse_args(["x.jpg", "--ray", "--csv", "x.csv"])
     assert "--ray writes its results to --parquet" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts each Ray task runs, called here without a cluster
+# ---------------------------------------------------------------------------------------------
+from facial_emotion import ray_predict  # noqa: E402
+from facial_emotion.errors import UserError  # noqa: E402
+
+SHIPPED_MODEL = PROJECT_DIR / "models" / "emotion_model.h5"
+HAPPY_FACE = sorted((SAMPLE_DIR / "validation" / "happy").iterdir())[0]
+
+
+def test_only_names_with_a_scheme_are_uris():
+    assert ray_predict.is_uri("s3://bucket/a.jpg") and ray_predict.is_uri("file:///tmp/a.jpg")
+    assert not ray_predict.is_uri("/tmp/a.jpg") and not ray_predict.is_uri("http:x.jpg")
+
+
+def test_a_folder_uri_lists_its_images_and_videos_below_it_sorted(tmp_path):
+    for name in ("b.jpg", "a/c.png", "a/d/e.mp4", "notes.txt", "a/f.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    uri = f"file://{tmp_path}"
+    expected = [f"file://{tmp_path}/{name}" for name in ("a/c.png", "a/d/e.mp4", "b.jpg")]
+    assert ray_predict.list_uris(uri) == expected
+    assert ray_predict.list_uris(uri + "/") == expected
+    assert ray_predict.list_uris(f"{uri}/b.jpg") == [f"{uri}/b.jpg"]  # a file is itself
+
+
+def test_a_uri_that_is_not_there_or_cannot_be_read_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=f"^file://{tmp_path}/gone.jpg: no such file$"):
+        ray_predict.list_uris(f"file://{tmp_path}/gone.jpg")
+    with pytest.raises(UserError, match=r"^nosuch://x/y: cannot be listed \(.+\)$"):
+        ray_predict.list_uris("nosuch://x/y")
+
+
+def test_a_remote_file_is_read_through_a_temporary_copy_removed_afterwards(tmp_path):
+    source = tmp_path / "face.png"
+    source.write_bytes(bytes(range(256)) * 9000)  # over one read chunk (1 MiB)
+    with ray_predict.local_copy(f"file://{source}") as copy:
+        assert copy != str(source) and copy.endswith(".png")
+        assert Path(copy).read_bytes() == source.read_bytes()
+    assert not Path(copy).exists()
+    with pytest.raises(RuntimeError), ray_predict.local_copy(f"file://{source}") as copy:
+        raise RuntimeError("the task failed")
+    assert not Path(copy).exists()
+    with ray_predict.local_copy(str(source)) as same:  # a local path is used as it is
+        assert same == str(source)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return ray_predict.FilePredictor(str(SHIPPED_MODEL), runtime="onnx", threads=1, no_detect=True)
+
+
+def test_a_task_answers_each_file_under_the_name_the_user_gave(predictor, tmp_path):
+    import pyarrow as pa
+
+    missing = tmp_path / "gone.jpg"
+    table = predictor(pa.table({"path": [str(HAPPY_FACE), f"file://{HAPPY_FACE}", str(missing)],
+                                "name": ["mine.png", "remote.png", "gone.jpg"]}))
+    rows = table.to_pylist()
+    assert table.schema.names[-1] == "error" and [row["file"] for row in rows] == ["mine.png", "remote.png", "gone.jpg"]
+    assert rows[0]["emotion"] == rows[1]["emotion"] == "happy" and rows[0]["confidence"] == rows[1]["confidence"]
+    assert rows[0]["error"] is None and (rows[0]["x"], rows[0]["w"]) == (0, 48)
+    assert rows[2]["emotion"] is None and rows[2]["error"] == "gone.jpg: no such file"  # the name, not the path
+
+
+def test_a_file_that_raises_inside_the_pipeline_is_an_error_row(predictor, monkeypatch):
+    def broken(paths, every):
+        raise ValueError("decoder exploded\nsecond line")
+
+    monkeypatch.setattr(predictor.pipeline, "inputs", broken)
+    [row] = predictor.rows_of(str(HAPPY_FACE), "face.png")
+    assert (row[0], row[-1]) == ("face.png", "face.png: decoder exploded")
