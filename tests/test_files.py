@@ -10,8 +10,9 @@ import pytest
 
 from conftest import deadline
 from facial_emotion.errors import UserError
-from facial_emotion.files import (LOCK_NAME, RunLock, claim_run_folder, create_new_file, read_json,
-                                  replace_atomically, walk_files)
+from facial_emotion import files
+from facial_emotion.files import (LOCK_NAME, RunLock, check_regular_file, claim_run_folder, create_new_file,
+                                  give_name, read_json, replace_atomically, walk_files)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ANY = lambda name: True  # noqa: E731
@@ -193,3 +194,205 @@ def test_claim_run_folder_refuses_files_but_not_a_lone_lock_file(tmp_path):
     folder2, lock2 = claim_run_folder(None, tmp_path / "runs")
     lock2.release()
     assert (folder.name, folder2.name) == ("train", "train2")
+
+
+def test_claim_run_folder_refuses_a_file_the_shipped_folder_and_an_unwritable_one(tmp_path):
+    touch(tmp_path / "a_file")
+    with pytest.raises(UserError, match=r"a_file: exists and is not a folder$"):
+        claim_run_folder(tmp_path / "a_file", tmp_path / "runs")
+    shipped = tmp_path / "models"
+    with pytest.raises(UserError, match=r"models: holds the shipped model; pass --overwrite to replace it$"):
+        claim_run_folder(tmp_path / "x" / ".." / "models", tmp_path / "runs", protected=[shipped])
+    assert not shipped.exists()  # refused before it was made
+    folder, lock = claim_run_folder(shipped, tmp_path / "runs", overwrite=True, protected=[shipped])
+    lock.release()
+    with pytest.raises(UserError, match=r"in: cannot create \(Not a directory\)$"):
+        claim_run_folder(tmp_path / "a_file" / "in", tmp_path / "runs")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(UserError, match=r"locked: not writable$"):
+            claim_run_folder(locked, tmp_path / "runs")
+
+
+def test_default_run_folders_take_the_stem_and_skip_taken_numbers(tmp_path):
+    runs = tmp_path / "runs"
+    touch(runs / "evaluate" / "x")
+    touch(runs / "evaluate3")
+    names = []
+    for _ in range(3):
+        folder, lock = claim_run_folder(None, runs, stem="evaluate", overwrite=False)
+        touch(folder / "result")
+        lock.release()
+        names.append(folder.name)
+    assert names == ["evaluate2", "evaluate4", "evaluate5"]
+
+
+def test_a_folder_holds_files_when_anything_but_its_lock_is_there(tmp_path):
+    assert not files.holds_files(tmp_path)
+    touch(tmp_path / LOCK_NAME)
+    assert not files.holds_files(tmp_path)
+    touch(tmp_path / ".hidden")
+    assert files.holds_files(tmp_path)
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_not_written_through(tmp_path):
+    target = touch(tmp_path / "victim.txt", b"precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(target, run / LOCK_NAME)
+    with pytest.raises(UserError, match=r"run: cannot be locked \(.+\)$"):
+        RunLock(run).acquire()
+    assert target.read_bytes() == b"precious"
+
+
+def test_a_released_lock_can_be_taken_again_and_release_twice_is_harmless(tmp_path):
+    lock = RunLock(tmp_path).acquire()
+    with pytest.raises(UserError, match="in use by another run"):
+        RunLock(tmp_path).acquire()  # the same process, another handle: flock refuses it too
+    lock.release()
+    lock.release()
+    RunLock(tmp_path).acquire().release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Single files: checks, names, partial files
+# ---------------------------------------------------------------------------------------------
+def test_check_regular_file_names_what_the_path_is(tmp_path):
+    check_regular_file(touch(tmp_path / "a.jpg"))
+    for path, message in ((tmp_path / "gone.jpg", "no such file"), (tmp_path, "is a folder, not a file")):
+        with pytest.raises(UserError) as refused:
+            check_regular_file(path)
+        assert str(refused.value) == f"{path}: {message}"
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(UserError, match=r"pipe\.jpg: not a regular file \(a FIFO, socket or device\); skipped$"):
+        check_regular_file(tmp_path / "pipe.jpg")
+    with pytest.raises(UserError, match=r"x: cannot be read \(Not a directory\)$"):
+        check_regular_file(tmp_path / "a.jpg" / "x")
+
+
+def test_a_partial_file_is_hidden_beside_its_target_with_its_suffix_and_the_umask_s_mode(tmp_path):
+    before = os.umask(0o027)
+    try:
+        partial = files.temporary_path(tmp_path / "model.h5")
+    finally:
+        os.umask(before)
+    assert partial.parent == tmp_path and partial.name.startswith(".model.") and partial.name.endswith(".partial.h5")
+    assert partial.stat().st_size == 0 and partial.stat().st_mode & 0o777 == 0o640
+    assert files.current_umask() == before  # reading the umask leaves it as it was
+
+
+def test_renumbered_names_take_the_first_free_number(tmp_path):
+    touch(tmp_path / "out.csv")
+    touch(tmp_path / "out_2.csv")
+    first = touch(tmp_path / ".a.partial", b"one")
+    assert give_name(first, tmp_path / "out.csv", renumber=True) == tmp_path / "out_3.csv"
+    assert (tmp_path / "out_3.csv").read_bytes() == b"one" and not first.exists()
+    second = touch(tmp_path / ".b.partial", b"two")
+    with pytest.raises(UserError, match=r"out\.csv: appeared during the run; the table was not written over it$"):
+        give_name(second, tmp_path / "out.csv", what="table")
+    assert not second.exists() and (tmp_path / "out.csv").read_bytes() == b"x"
+    assert create_new_file(tmp_path / "out.csv", lambda partial: partial.write_bytes(b"three"),
+                           renumber=True) == tmp_path / "out_4.csv"
+
+
+def test_renumbering_gives_up_after_999_names(tmp_path, monkeypatch):
+    tried = []
+
+    def taken(source, name):
+        tried.append(Path(name).name)
+        raise FileExistsError(name)
+
+    monkeypatch.setattr(files.os, "link", taken)
+    with pytest.raises(FileExistsError):
+        files.link_new_name(tmp_path / "p", tmp_path / "a.png", renumber=True)
+    assert tried[:3] == ["a.png", "a_2.png", "a_3.png"] and tried[-1] == "a_999.png" and len(tried) == 999
+
+
+def test_a_write_that_fails_for_a_reason_the_user_can_fix_names_the_file(tmp_path):
+    def disk_full(partial):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(UserError) as refused:
+        create_new_file(tmp_path / "chart.png", disk_full, what="chart")
+    assert str(refused.value) == f"{tmp_path / 'chart.png'}: cannot write chart (No space left on device)"
+    partial = touch(tmp_path / ".c.partial")
+    with pytest.raises(UserError, match=r"cannot write chart \(No such file or directory\)$"):
+        give_name(partial, tmp_path / "gone" / "chart.png", what="chart")
+    assert os.listdir(tmp_path) == []
+
+
+def test_json_is_written_whole_with_a_final_newline(tmp_path):
+    files.write_json_atomically({"b": [1, 2], "a": "é"}, tmp_path / "m.json")
+    assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "b": [\n    1,\n    2\n  ],\n  "a": "\\u00e9"\n}\n'
+
+
+def test_read_json_refuses_a_huge_file_before_reading_it(tmp_path, monkeypatch):
+    path = touch(tmp_path / "big.json", b"{}")
+    with open(path, "r+b") as handle:
+        handle.truncate(files.MAX_JSON_BYTES + 1)
+    monkeypatch.setattr(files.Path, "read_text", lambda *args, **kwargs: pytest.fail("read"))
+    with pytest.raises(UserError) as refused:
+        read_json(path, "run state")
+    assert str(refused.value) == f"{path}: not a valid run state (over 10 MB)"
+
+
+def test_read_json_at_the_size_and_depth_limits(tmp_path):
+    path = tmp_path / "edge.json"
+    path.write_text("[" * files.MAX_JSON_DEPTH + "]" * files.MAX_JSON_DEPTH)
+    assert read_json(path) is not None
+    path.write_text("[" * (files.MAX_JSON_DEPTH + 1) + "]" * (files.MAX_JSON_DEPTH + 1))
+    with pytest.raises(UserError, match="nested 65 levels deep"):
+        read_json(path)
+    path.write_text(" " * (files.MAX_JSON_BYTES - 2) + "{}")
+    assert read_json(path) == {}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "{}: not a valid model description (Expecting property name enclosed in double quotes: "
+                  "line 1 column 2 (char 1))"),
+    ("", "{}: not a valid model description (Expecting value: line 1 column 1 (char 0))"),
+])
+def test_read_json_names_the_file_and_what_it_should_be(tmp_path, text, message):
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(UserError) as refused:
+        read_json(path, "model description")
+    assert str(refused.value) == message.format(path)
+    with pytest.raises(UserError) as refused:
+        read_json(tmp_path / "gone.json", "model description")
+    assert str(refused.value) == f"{tmp_path / 'gone.json'}: unreadable model description (No such file or directory)"
+
+
+def test_bracket_depth_counts_opening_and_closing_of_both_kinds():
+    assert files.max_bracket_depth('{"a": [1, {"b": []}], "c": {}}') == 4
+    assert files.max_bracket_depth("[][][]") == 1
+    assert files.max_bracket_depth("[{}][[]]") == 2
+    assert files.max_bracket_depth("") == 0
+
+
+def test_file_sha256_is_the_content_s_digest(tmp_path):
+    assert files.file_sha256(touch(tmp_path / "a", b"abc")) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths that travel with a model
+# ---------------------------------------------------------------------------------------------
+def test_portable_paths_say_nothing_about_this_machine(tmp_path):
+    assert files.portable_path("runs/train/m.h5") == "runs/train/m.h5"  # relative: as given
+    assert files.portable_path(files.PROJECT_DIR / "models" / "emotion_model.h5") == "models/emotion_model.h5"
+    assert files.portable_path(tmp_path / "deep" / "run" / "m.h5") == "run/m.h5"
+    record = {"command": f"emotion_recognition.py --data-dir {tmp_path}/data/fer --epochs 3",
+              "members": [f"{tmp_path}/a/b.h5", "no/slash/absolute"], "n": 3, "plain": "text"}
+    assert files.portable_record(record) == {"command": "emotion_recognition.py --data-dir data/fer --epochs 3",
+                                             "members": ["a/b.h5", "no/slash/absolute"], "n": 3, "plain": "text"}
+    assert files.portable_command(["/usr/bin/emotion_recognition.py", "--data-dir", f"{tmp_path}/x/data",
+                                   "--seed", "3", "rel/dir"]) == "emotion_recognition.py --data-dir x/data --seed 3 rel/dir"
+
+
+def test_shipped_files_are_found_from_the_package_not_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = files.shipped_file("emotion_model.h5")
+    assert path.is_absolute() and path.is_file() and path.name == "emotion_model.h5"
+    assert files.shipped_file("nothing.bin") == files.PROJECT_DIR / "models" / "nothing.bin"
