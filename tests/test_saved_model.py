@@ -3,11 +3,13 @@ as one line. The models here are tiny ONNX graphs built with the onnx package: n
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import predict
+from facial_emotion import saved_model
 from facial_emotion.errors import UserError
 from facial_emotion.files import file_sha256
 from facial_emotion.saved_model import OnnxModel, load_model, predict_probabilities, read_metadata
@@ -155,3 +157,191 @@ def test_predict_says_so_in_one_line_when_the_model_fails_while_running(tmp_path
     captured = capsys.readouterr()
     assert captured.err.strip() == f"error: {tmp_path / 'model' / 'm.onnx'}: answered shape (1, 9) for 1 faces"
     assert "Traceback" not in captured.err and "white" not in captured.out
+
+
+# ---------------------------------------------------------------------------------------------
+# The JSON beside a model, and its temperatures
+# ---------------------------------------------------------------------------------------------
+def test_a_model_s_json_and_export_sit_beside_it_under_its_name():
+    assert saved_model.metadata_path("runs/a/m.h5") == Path("runs/a/m.json")
+    assert saved_model.onnx_path("runs/a/last.keras") == Path("runs/a/last.onnx")
+
+
+def test_a_missing_model_or_json_is_named(tmp_path):
+    with pytest.raises(UserError) as refused:
+        read_metadata(tmp_path / "gone.h5")
+    assert str(refused.value) == f"{tmp_path / 'gone.h5'}: no such model file"
+    (tmp_path / "m.h5").write_bytes(b"x")
+    with pytest.raises(UserError) as refused:
+        read_metadata(tmp_path / "m.h5")
+    assert str(refused.value) == f"{tmp_path / 'm.h5'}: no class-name file m.json beside it"
+
+
+def test_another_model_s_json_can_describe_a_checkpoint(tmp_path):
+    (tmp_path / "last_checkpoint.keras").write_bytes(b"x")
+    model = write_model_json(tmp_path, '{"class_names": ["a", "b"]}')
+    assert read_metadata(tmp_path / "last_checkpoint.keras", described_as=model)["class_names"] == ["a", "b"]
+
+
+def test_a_model_file_larger_than_any_model_is_refused_before_it_is_read(tmp_path):
+    model = write_model_json(tmp_path, '{"class_names": ["a", "b"]}')
+    with open(model, "r+b") as handle:
+        handle.truncate(saved_model.MAX_MODEL_BYTES)  # sparse: no disk used
+    assert read_metadata(model)["class_names"] == ["a", "b"]  # the limit itself is allowed
+    with open(model, "r+b") as handle:
+        handle.truncate(saved_model.MAX_MODEL_BYTES + 60_000_000)
+    with pytest.raises(UserError) as refused:
+        read_metadata(model)
+    assert str(refused.value) == (f"{model}: 1.1 GB is more than any model of this network (1 GB at most); "
+                                  "refused before reading it")
+
+
+@pytest.mark.parametrize("value, read", [(1e-3, 1e-3), (1000, 1000.0), (2, 2.0), (0.75, 0.75)])
+def test_temperatures_at_the_ends_of_the_range_are_read_as_floats(value, read):
+    number = saved_model.checked_temperature(value, "t")
+    assert number == read and type(number) is float
+
+
+@pytest.mark.parametrize("value", [0.00099, 1000.01, True, "2"])
+def test_temperatures_just_outside_the_range_are_refused(value):
+    with pytest.raises(UserError) as refused:
+        saved_model.checked_temperature(value, "m.json: temperature")
+    assert str(refused.value) == f"m.json: temperature must be a number from 0.001 to 1000, not {value!r}"
+
+
+def test_a_long_bad_temperature_is_shortened_in_the_message():
+    with pytest.raises(UserError) as refused:
+        saved_model.checked_temperature("x" * 100, "t")
+    assert str(refused.value) == f"t must be a number from 0.001 to 1000, not '{'x' * 36}..."
+
+
+def test_the_mirror_averaged_temperature_falls_back_to_the_plain_one():
+    assert saved_model.model_temperature({"temperature": 1.5, "temperature_tta": 1.2}) == 1.5
+    assert saved_model.model_temperature({"temperature": 1.5, "temperature_tta": 1.2}, tta=True) == 1.2
+    assert saved_model.model_temperature({"temperature": 1.5}, tta=True) == 1.5
+    assert saved_model.model_temperature({}, tta=True) == saved_model.model_temperature({}) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Probabilities
+# ---------------------------------------------------------------------------------------------
+def test_a_temperature_rescales_the_log_probabilities():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], dtype=np.float32)
+    assert saved_model.apply_temperature(probabilities, 1.0) is probabilities
+    expected = np.sqrt(probabilities[0]) / np.sqrt(probabilities[0]).sum()  # softmax(log p / 2)
+    scaled = saved_model.apply_temperature(probabilities, 2.0)
+    np.testing.assert_allclose(scaled[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(scaled[1], [1e-6 / (1e-6 + 2 * 0.5 ** 0.5), 0.5 ** 0.5 / (1e-6 + 2 * 0.5 ** 0.5),
+                                           0.5 ** 0.5 / (1e-6 + 2 * 0.5 ** 0.5)], rtol=1e-5)  # 0 taken as 1e-12
+    sharp = saved_model.apply_temperature(probabilities, 0.5)
+    np.testing.assert_allclose(sharp[0], probabilities[0] ** 2 / (probabilities[0] ** 2).sum(), rtol=1e-6)
+    assert np.isfinite(saved_model.apply_temperature(np.array([[1.0, 0.0]]), 1e-3)).all()
+
+
+class LeftOrRight:
+    """A model that says "left" when the left half of a face is brighter; it counts its calls."""
+    output_shape = (None, 2)
+    input_shape = (None, 48, 48, 1)
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, batch, training=False):
+        self.batches.append(len(batch))
+        left = batch[:, :, :24, 0].mean(axis=(1, 2)) > batch[:, :, 24:, 0].mean(axis=(1, 2))
+        return np.stack([left, ~left], axis=1).astype(np.float32)
+
+
+def test_faces_go_through_in_batches_and_tta_averages_each_with_its_left_right_mirror():
+    faces = np.zeros((5, 48, 48, 1), dtype=np.float32)
+    faces[:, :, :24] = 1.0  # brighter on the left
+    faces[:, :24, :] += 0.5  # and at the top, which a mirror must not move
+    model = LeftOrRight()
+    np.testing.assert_allclose(predict_probabilities(model, faces, batch_size=2), [[1, 0]] * 5)
+    assert model.batches == [2, 2, 1]
+    model = LeftOrRight()
+    np.testing.assert_allclose(predict_probabilities(model, faces, tta=True, batch_size=4), [[0.5, 0.5]] * 5)
+    assert model.batches == [4, 4, 1, 1]
+    np.testing.assert_allclose(predict_probabilities(Fixed([[0.7, 0.2, 0.1]]), faces, temperature=2.0)[0],
+                               saved_model.apply_temperature(np.array([[0.7, 0.2, 0.1]]), 2.0)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("row, accepted", [
+    ([0.5, 0.5, 0.0], True), ([0.50005, 0.50005, -0.00005], True), ([0.5004, 0.5004, 0.0], True),
+    ([0.5, 0.5002, -0.0002], False), ([0.6, 0.6, 0.0], False), ([0.4, 0.4, 0.0], False), ([40.0, 0.0, 0.0], False),
+])
+def test_answers_that_are_not_probabilities_are_refused_within_float_slack(row, accepted):
+    faces = np.zeros((2, 48, 48, 1), dtype=np.float32)
+    if accepted:
+        assert predict_probabilities(Fixed([row]), faces).shape == (2, 3)
+    else:
+        with pytest.raises(UserError, match="not probabilities"):
+            predict_probabilities(Fixed([row]), faces)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ONNX export: found only when it was made from this very model; runtimes
+# ---------------------------------------------------------------------------------------------
+def test_the_onnx_export_is_used_only_when_both_files_match_its_record(tmp_path):
+    h5 = onnx_bundle(tmp_path / "model")
+    metadata = json.loads((tmp_path / "model" / "m.json").read_text())
+    assert saved_model.matching_onnx(h5, metadata) == (tmp_path / "model" / "m.onnx", None)
+    assert saved_model.matching_onnx(h5, {**metadata, "onnx": "m.onnx"}) == (
+        None, "m.json does not record m.onnx")
+    assert saved_model.matching_onnx(h5, {**metadata, "onnx": {**metadata["onnx"], "onnx_sha256": "0"}}) == (
+        None, "m.onnx changed after it was exported")
+    h5.write_bytes(b"retrained")
+    assert saved_model.matching_onnx(h5, metadata) == (None, "m.onnx was made from another m.h5")
+    (tmp_path / "model" / "m.onnx").unlink()
+    assert saved_model.matching_onnx(h5, metadata) == (None, "no m.onnx beside it")
+
+
+def test_runtime_onnx_without_a_matching_export_says_how_to_make_one(tmp_path):
+    h5 = onnx_bundle(tmp_path / "model")
+    h5.write_bytes(b"retrained")
+    with pytest.raises(UserError) as refused:
+        load_model(h5, runtime="onnx")
+    assert str(refused.value) == (f"{h5}: --runtime onnx: m.onnx was made from another m.h5 (export it with "
+                                  f"`python emotion_recognition.py --export-onnx {h5}`)")
+
+
+def test_runtime_auto_with_a_stale_export_warns_and_turns_to_keras(tmp_path):
+    h5 = onnx_bundle(tmp_path / "model")
+    h5.write_bytes(b"retrained, and no Keras file either")
+    warnings = []
+    with pytest.raises(UserError, match=r"m\.h5: not a loadable Keras model"):
+        load_model(h5, runtime="auto", warn=warnings.append)
+    assert warnings == [f"warning: {h5}: m.onnx was made from another m.h5; using Keras"]
+    (tmp_path / "model" / "m.onnx").unlink()  # no export at all: nothing to warn about
+    with pytest.raises(UserError, match="not a loadable Keras model"):
+        load_model(h5, runtime="auto", warn=warnings.append)
+    assert len(warnings) == 1
+
+
+def test_runtime_auto_with_a_matching_export_answers_with_onnx_runtime(tmp_path):
+    model, metadata = load_model(onnx_bundle(tmp_path / "model"), runtime="auto", threads=2)
+    assert isinstance(model, OnnxModel) and metadata["class_names"] == CLASSES
+    assert model.session.get_session_options().intra_op_num_threads == 2
+    assert model.input_shape[1:] == (48, 48, 1) and model.input_name == "faces"
+
+
+def test_a_model_whose_outputs_do_not_match_its_classes_is_refused_naming_the_json(tmp_path):
+    h5 = onnx_bundle(tmp_path / "model", declared=5)
+    with pytest.raises(UserError) as refused:
+        load_model(h5, runtime="onnx")
+    assert str(refused.value) == f"{tmp_path / 'model' / 'm.onnx'}: has 5 outputs but m.json names 7 classes"
+
+    class WrongInput(Fixed):
+        input_shape = (None, 64, 64, 3)
+
+    with pytest.raises(UserError) as refused:
+        saved_model.check_model_fits(WrongInput([[1, 0, 0]]), {"class_names": ["a", "b", "c"]}, "w.h5")
+    assert str(refused.value) == "w.h5: expects input (64, 64, 3), not 48x48 grayscale (48, 48, 1)"
+    saved_model.check_model_fits(Fixed([[1, 0, 0]]), {"class_names": ["a", "b", "c"]}, "f.h5")
+
+
+def test_a_file_that_is_not_onnx_is_one_line(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x08\x07 not a protobuf of a model")
+    with pytest.raises(UserError, match=r"^.*m\.onnx: not a loadable ONNX model \(.+\)$"):
+        OnnxModel(path)

@@ -245,6 +245,11 @@ def test_bfloat16_is_native_only_where_the_flags_line_says_so(tmp_path, text, na
     assert cpu_has_bfloat16(tmp_path / "cpuinfo") is native
 
 
+def test_a_cpuinfo_with_bytes_that_are_not_text_is_still_read(tmp_path):
+    (tmp_path / "cpuinfo").write_bytes(b"model name\t: EPYC \xff\xfe\nflags\t\t: fpu avx512_bf16\n")
+    assert cpu_has_bfloat16(tmp_path / "cpuinfo") is True
+
+
 def test_no_cpuinfo_means_no_bfloat16(tmp_path):
     assert cpu_has_bfloat16(tmp_path / "missing") is False
 
