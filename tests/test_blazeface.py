@@ -218,3 +218,63 @@ def test_a_missing_or_corrupt_model_is_a_value_error(tmp_path, content):
 def test_a_picture_that_is_not_rgb_is_a_value_error(detector):
     with pytest.raises(ValueError, match="RGB"):
         detector.detect(np.zeros((48, 48), np.uint8))
+
+
+def tiny_detector_onnx(path, input_shape=("N", "H", "W", 3), outputs=(("N", 896, 16), ("N", 896, 1))):
+    """An ONNX graph shaped like a detector (or not): its outputs are zeros of the declared shapes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, initializers, output_infos = [], [], []
+    for index, shape in enumerate(outputs):
+        name = f"out{index}"
+        initializers.append(numpy_helper.from_array(np.zeros([1, 896, shape[-1]], np.float32), f"zeros{index}"))
+        nodes.append(helper.make_node("Identity", [f"zeros{index}"], [name]))
+        output_infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                            list(input_shape))],
+                              output_infos, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_each_broken_detector_file_is_one_line_saying_what_is_wrong(tmp_path):
+    missing = tmp_path / "gone.onnx"
+    with pytest.raises(ValueError) as raised:
+        blazeface.load_session(missing)
+    assert str(raised.value) == (f"{missing}: face detector model missing (make it with python -m "
+                                 "facial_emotion.convert_blazeface)")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not a protobuf of a model")
+    with pytest.raises(ValueError, match=rf"^{corrupt}: not a usable ONNX face detector \(.*\S.*\)$"):
+        blazeface.load_session(corrupt)
+    not_blazeface = "(expected input [n, h, w, 3], outputs [n, k, 16] and [n, k, 1])"
+    for name, kwargs in (("gray.onnx", dict(input_shape=("N", "H", "W", 1))),
+                         ("three_d.onnx", dict(input_shape=("N", "H", "W"))),
+                         ("boxes15.onnx", dict(outputs=(("N", 896, 15), ("N", 896, 1)))),
+                         ("scores2.onnx", dict(outputs=(("N", 896, 16), ("N", 896, 2)))),
+                         ("one_output.onnx", dict(outputs=(("N", 896, 16),))),
+                         ("three.onnx", dict(outputs=(("N", 896, 16), ("N", 896, 1), ("N", 896, 1))))):
+        path = tiny_detector_onnx(tmp_path / name, **kwargs)
+        with pytest.raises(ValueError) as raised:
+            blazeface.load_session(path)
+        assert str(raised.value) == f"{path}: not a BlazeFace model {not_blazeface}", name
+    for name, shape in (("fixed.onnx", ("N", 128, 128, 3)), ("fixed_width.onnx", ("N", "H", 128, 3)),
+                        ("fixed_height.onnx", ("N", 128, "W", 3))):
+        path = tiny_detector_onnx(tmp_path / name, input_shape=shape)
+        with pytest.raises(ValueError) as raised:
+            blazeface.load_session(path)
+        assert str(raised.value) == (f"{path}: the model has a fixed input size; convert it again with "
+                                     "python -m facial_emotion.convert_blazeface")
+    session = blazeface.load_session(tiny_detector_onnx(tmp_path / "fine.onnx", input_shape=(1, "H", "W", 3)))
+    assert session.get_inputs()[0].name == "image"  # a fixed batch is fine: one picture at a time
+
+
+def test_the_detector_keeps_its_settings_and_runs_on_the_threads_asked_for():
+    detector = blazeface.BlazeFaceDetector(min_face=40, threads=3, min_score=0.8, second_look=False)
+    assert (detector.min_face, detector.min_score, detector.second_look) == (40, 0.8, False)
+    options = detector.session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
+    assert detector.model_path == blazeface.MODEL_PATH and detector.input_name == detector.session.get_inputs()[0].name
