@@ -3,6 +3,8 @@ with --tta, RGB video frames) and how its answer is named. A recording model sta
 network: it keeps every batch it is given and answers fixed scores."""
 
 import json
+import os
+import types
 from pathlib import Path
 
 import cv2
@@ -130,3 +132,145 @@ def test_frames_follow_every_and_come_in_order():
     seen = [(index, faces[0].emotion) for index, rgb, faces in pipeline.frames(iter(frames), every=3)]
     assert seen == [(0, "sad"), (3, "sad"), (6, "sad")]
     assert [frame[0, 0, 0] for frame in detector.frames] == [0, 30, 60]
+
+
+# ---------------------------------------------------------------------------------------------
+# Records, batches, truncated videos, the order of inputs
+# ---------------------------------------------------------------------------------------------
+from facial_emotion import pipeline as pipeline_module  # noqa: E402
+from facial_emotion.errors import OutOfResources, UserError  # noqa: E402
+from facial_emotion.pipeline import Face, Result, collect_inputs  # noqa: E402
+
+
+def test_records_carry_a_person_a_frame_and_an_annotated_copy_only_when_there_is_one():
+    face = Face([1, 2, 3, 4], "sad", 0.6, {"sad": 0.6})
+    assert face.to_dict() == {"box": [1, 2, 3, 4], "emotion": "sad", "confidence": 0.6, "scores": {"sad": 0.6}}
+    face.person = 2
+    assert face.to_dict()["person"] == 2
+    photo = Result("a.jpg", [face])
+    assert list(photo.to_dict()) == ["file", "faces", "error"]
+    clip = Result("v.mp4", [], video=True, frame=3, time=0.12, annotated="v_emotions.mp4")
+    assert clip.to_dict() == {"file": "v.mp4", "frame": 3, "time": 0.12, "faces": [], "error": None,
+                              "annotated": "v_emotions.mp4"}
+
+
+def test_a_result_counts_as_analysed_unless_its_error_left_it_without_faces():
+    face = Face([0, 0, 1, 1], "sad", 0.6, {})
+    assert Result("a.jpg").analysed and Result("a.jpg", [face], error="annotated copy failed").analysed
+    assert not Result("a.jpg", error="broken image").analysed
+
+
+def test_the_classifier_rounds_scores_and_refuses_a_model_with_other_classes():
+    classifier = Classifier(RecordingModel((0.123456, 0.5, 0.276544, 0.1)), metadata())
+    assert classifier.scores([]).shape == (0, len(CLASSES))
+    face = classifier.face(np.array([1.9, 2.0, 30.2, 40.0]), np.array([0.123456, 0.5, 0.276544, 0.1]))
+    assert face.box == [1, 2, 30, 40] and all(type(value) is int for value in face.box)
+    assert (face.emotion, face.confidence) == ("happy", 0.5)
+    assert face.scores == {"angry": 0.1235, "happy": 0.5, "sad": 0.2765, "surprise": 0.1}
+    wrong = Classifier(RecordingModel((0.5, 0.5)), metadata())
+    with pytest.raises(UserError) as refused:
+        wrong.scores([load_face(HAPPY_FACE)])
+    assert str(refused.value) == "the model answered 2 scores a face for 4 classes"
+
+
+def test_a_batch_is_classified_once_it_holds_enough_faces(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "PREDICT_BATCH_SIZE", 2)
+    model = RecordingModel()
+    given = Pipeline(Classifier(model, metadata()))
+    seen = []
+    for result in given.images([HAPPY_FACE] * 5):
+        seen.append((result.faces[0].emotion, len(model.batches)))
+    assert [len(batch) for batch in model.batches] == [2, 2, 1]
+    assert seen == [("sad", 1), ("sad", 1), ("sad", 2), ("sad", 2), ("sad", 3)]  # handed over as each batch ends
+
+
+def test_a_batch_is_classified_once_its_first_photo_waited_flush_seconds(monkeypatch):
+    clock = iter([100.0, 100.5, 100.99, 101.0, 105.0, 105.5])  # when each photo starts a batch or is checked
+    monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    model = RecordingModel()
+    list(Pipeline(Classifier(model, metadata())).images([HAPPY_FACE] * 4))
+    # started at 100: waits at 100.5 and 100.99, ends at 101 (3 faces); the next starts at 105, and the input ends
+    assert [len(batch) for batch in model.batches] == [3, 1]
+
+
+def test_a_batch_holding_pictures_is_classified_once_they_hold_enough_pixels(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MAX_PIXELS_HELD", 48 * 48 * 2)
+    model = RecordingModel()
+    results = list(Pipeline(Classifier(model, metadata())).images([HAPPY_FACE] * 3, pictures=True))
+    assert [len(batch) for batch in model.batches] == [2, 1]
+    assert all(result.picture.shape == (48, 48, 3) and result.picture.dtype == np.uint8 for result in results)
+    model = RecordingModel()
+    results = list(Pipeline(Classifier(model, metadata())).images([HAPPY_FACE] * 3))
+    assert [len(batch) for batch in model.batches] == [3] and all(result.picture is None for result in results)
+
+
+def test_a_bad_photo_gets_its_error_in_order_and_running_out_of_resources_stops(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    given = Pipeline(Classifier(RecordingModel(), metadata()))
+    results = list(given.images([HAPPY_FACE, broken, HAPPY_FACE]))
+    assert [result.file for result in results] == [str(HAPPY_FACE), str(broken), str(HAPPY_FACE)]
+    assert [bool(result.faces) for result in results] == [True, False, True]
+    assert results[1].error.startswith(f"{broken}: ")
+
+    def exhausted(path):
+        raise OutOfResources("out of file handles")
+
+    monkeypatch.setattr(given, "read_photo", exhausted)
+    with pytest.raises(OutOfResources):
+        list(given.images([HAPPY_FACE]))
+
+
+def write_video(path, frames, fps=10):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (64, 48))
+    for index in range(frames):
+        writer.write(np.full((48, 64, 3), index * 10 % 250, dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_video_that_ends_early_says_so_after_the_frames_it_read(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "clip.mp4", 10)
+    given = Pipeline(Classifier(RecordingModel(), metadata()), RecordingDetector([8, 0, 48, 48]))
+    results = list(given.video(path, every=2))
+    assert [result.frame for result in results] == [0, 2, 4, 6, 8]
+    assert [result.time for result in results] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert all(result.fps == 5 and result.frames_total == 10 and result.error is None for result in results)
+    real = pipeline_module.open_video
+    for claimed, truncated in ((11, False), (12, True)):  # 10 read of 11 is within the header's slack
+        monkeypatch.setattr(pipeline_module, "open_video", lambda p: (real(p)[0], 10.0, claimed))
+        *frames, last = list(given.video(path))
+        if truncated:
+            assert len(frames) == 10 and last.frame is None and last.video
+            assert last.error == (f"{path}: ended after 10 of its 12 frames (truncated or damaged); the frames read "
+                                  "were analysed")
+        else:
+            assert last.error is None and last.frame == 9
+
+
+def test_a_video_without_frames_or_that_cannot_be_opened_is_one_error_result(tmp_path):
+    given = Pipeline(Classifier(RecordingModel(), metadata()), RecordingDetector([0, 0, 48, 48]))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    [result] = list(given.video(broken))
+    assert result.video and result.frame is None and result.error.startswith(f"{broken}: ")
+
+
+def test_images_before_a_video_come_out_before_its_frames_in_the_order_given(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", 2)
+    given = Pipeline(Classifier(RecordingModel(), metadata()), RecordingDetector([8, 0, 48, 48]))
+    order = [(Path(result.file).name, result.frame) for result in
+             given.inputs([HAPPY_FACE, HAPPY_FACE, video, HAPPY_FACE])]
+    assert order == [(HAPPY_FACE.name, None)] * 2 + [("clip.mp4", 0), ("clip.mp4", 1), (HAPPY_FACE.name, None)]
+
+
+def test_collect_inputs_walks_folders_and_keeps_files_as_given(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "deeper").mkdir(parents=True)
+    for name in ("b.jpg", "a.png", "notes.txt", "deeper/c.mp4"):
+        (folder / name).write_bytes(b"x")
+    os.mkfifo(folder / "pipe.jpg")
+    skipped = []
+    found = collect_inputs([str(tmp_path / "given.txt"), str(folder)], skipped)
+    assert found == [tmp_path / "given.txt", folder / "a.png", folder / "b.jpg", folder / "deeper" / "c.mp4"]
+    assert skipped == [(folder / "pipe.jpg", "not a regular file (a FIFO, socket or device)")]
