@@ -396,3 +396,14 @@ def test_shipped_files_are_found_from_the_package_not_the_working_folder(tmp_pat
     path = files.shipped_file("emotion_model.h5")
     assert path.is_absolute() and path.is_file() and path.name == "emotion_model.h5"
     assert files.shipped_file("nothing.bin") == files.PROJECT_DIR / "models" / "nothing.bin"
+
+
+def test_an_os_error_is_described_by_its_reason_or_else_its_text():
+    assert files.describe_oserror(OSError(28, "No space left on device")) == "No space left on device"
+    assert files.describe_oserror(OSError("the network share went away")) == "the network share went away"
+
+
+def test_inside_means_the_folder_itself_or_below_it_not_a_name_that_starts_alike():
+    assert files._is_inside("/data/train", "/data/train") and files._is_inside("/data/train/a", "/data/train/")
+    assert files._is_inside("/data/train/a", "/") and files._is_inside("/x", "/")
+    assert not files._is_inside("/data/training/a", "/data/train")
