@@ -278,3 +278,83 @@ def test_the_detector_keeps_its_settings_and_runs_on_the_threads_asked_for():
     options = detector.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
     assert detector.model_path == blazeface.MODEL_PATH and detector.input_name == detector.session.get_inputs()[0].name
+
+
+# ---------------------------------------------------------------------------------------------
+# The second look: the square it looks at, and how it scores what it sees there
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("box", [
+    [150, 60, 40, 30],    # wider than tall, running past the right and bottom edges
+    [-6, -4, 30, 44],     # taller than wide, past the left and top edges
+    [80, 30, 36, 36],     # well inside
+])
+def test_the_second_look_sees_the_square_around_the_box_with_edges_repeated(box):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    side = round(blazeface.SECOND_LOOK_CONTEXT * max(box[2], box[3]))
+    left, top = round(box[0] + box[2] / 2 - side / 2), round(box[1] + box[3] / 2 - side / 2)
+    rows = np.clip(np.arange(top, top + side), 0, 99)  # edge pixels repeated past the picture
+    columns = np.clip(np.arange(left, left + side), 0, 199)
+    expected = blazeface.to_network_input(rgb[rows][:, columns], 128, 128)[1]
+    np.testing.assert_array_equal(blazeface.second_look_input(rgb, box), expected)
+
+
+class Looks:
+    """Stands in for the network on second looks: every anchor answers nothing (logit -100)
+    except the one nearest `where` (128-px crop coordinates), moved by `offset`, with box `size`
+    and `logits` (the look, then its mirror image)."""
+
+    def __init__(self, where, offset=(0.0, 0.0), size=(50.0, 50.0), logits=(2.0, 2.0)):
+        self.where, self.offset, self.size, self.logits = where, offset, size, logits
+
+    def __call__(self, looks, anchors):
+        regressions = np.zeros((len(looks), len(anchors), 16), np.float32)
+        logits = np.full((len(looks), len(anchors), 1), -100.0, np.float32)
+        nearest = int(np.argmin(np.linalg.norm(anchors - np.array(self.where) + np.array(self.offset), axis=1)))
+        regressions[:, nearest, :2] = self.offset
+        regressions[:, nearest, 2:4] = self.size
+        logits[:, nearest, 0] = np.resize(self.logits, len(looks))
+        return regressions, logits
+
+
+FACE_SIDE = blazeface.TRAINED_SIDE / blazeface.SECOND_LOOK_CONTEXT / blazeface.BOX_SCALE  # about 70 px
+NEAR = blazeface.SECOND_LOOK_RADIUS * FACE_SIDE * blazeface.BOX_SCALE  # about 24 px from the centre
+
+
+def second_look_score(detector, monkeypatch, network):
+    monkeypatch.setattr(detector, "run_network", network)
+    return detector.look_again(np.zeros((200, 200, 3), np.uint8), [[60, 60, 80, 80]])
+
+
+def sigmoid(logit):
+    return 1 / (1 + math.exp(-logit))
+
+
+def test_a_second_look_scores_the_face_it_finds_at_the_centre_averaged_with_its_mirror(detector, monkeypatch):
+    [score] = second_look_score(detector, monkeypatch, Looks((64, 64), size=(FACE_SIDE, FACE_SIDE)))
+    assert score == pytest.approx(sigmoid(2.0))
+    [score] = second_look_score(detector, monkeypatch, Looks((64, 64), size=(FACE_SIDE,) * 2, logits=(2.0, -1.0)))
+    assert score == pytest.approx((sigmoid(2.0) + sigmoid(-1.0)) / 2)
+
+
+def test_a_second_look_counts_an_anchor_by_where_its_box_is_centred(detector, monkeypatch):
+    # The anchor itself lies 40 px off the centre; its regressed centre is at the centre.
+    [score] = second_look_score(detector, monkeypatch, Looks((64, 64), offset=(40.0, 0.0), size=(FACE_SIDE,) * 2))
+    assert score == pytest.approx(sigmoid(2.0))
+    for distance, counted in ((0.8 * NEAR, True), (1.2 * NEAR, False)):
+        [score] = second_look_score(detector, monkeypatch, Looks((64 + distance, 64), size=(FACE_SIDE,) * 2))
+        assert bool(score > 0) is counted, distance
+
+
+@pytest.mark.parametrize("ratio, counted", [(0.7, True), (1.4, True), (0.68, False), (1.42, False), (1.0, True)])
+def test_a_second_look_counts_only_a_box_of_the_face_s_size(detector, monkeypatch, ratio, counted):
+    network = Looks((64, 64), size=(FACE_SIDE * ratio + (1e-4 if ratio == 0.7 else -1e-4), FACE_SIDE * 3))
+    [score] = second_look_score(detector, monkeypatch, network)  # the width is the side: the height is ignored
+    assert bool(score > 0) is counted
+
+
+def test_a_second_look_s_extreme_logits_give_scores_not_overflows(detector, monkeypatch):
+    [score] = second_look_score(detector, monkeypatch, Looks((64, 64), size=(FACE_SIDE,) * 2, logits=(-1000.0,) * 2))
+    assert score == pytest.approx(sigmoid(-50.0), rel=1e-3)  # clipped to -50
+    [score] = second_look_score(detector, monkeypatch, Looks((64, 64), size=(FACE_SIDE,) * 2, logits=(1000.0,) * 2))
+    assert score == 1.0
