@@ -358,3 +358,56 @@ def test_a_second_look_s_extreme_logits_give_scores_not_overflows(detector, monk
     assert score == pytest.approx(sigmoid(-50.0), rel=1e-3)  # clipped to -50
     [score] = second_look_score(detector, monkeypatch, Looks((64, 64), size=(FACE_SIDE,) * 2, logits=(1000.0,) * 2))
     assert score == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Which unsure candidates are looked at again, and which are confirmed
+# ---------------------------------------------------------------------------------------------
+def with_candidate(detector, monkeypatch, sure_box, candidate_box, look=0.9):
+    """The sure face plus the candidate if add_confirmed keeps it; every second look says `look`."""
+    looked = []
+    monkeypatch.setattr(detector, "look_again", lambda rgb, boxes: looked.append(boxes) or np.full(len(boxes), look))
+    sure = (np.array([sure_box], float), np.array([0.9], np.float32), np.zeros((1, 6, 2)))
+    candidates = (np.array([candidate_box], float), np.array([0.3], np.float32), np.ones((1, 6, 2)))
+    return detector.add_confirmed(np.zeros((50, 50, 3), np.uint8), sure, candidates), looked
+
+
+@pytest.mark.parametrize("sure_box, candidate_box, kept", [
+    ([0, 0, 13, 10], [7, 0, 13, 10], False),       # intersection over union exactly NMS_IOU (0.3)
+    ([0, 0, 13, 10], [7.5, 0, 13, 10], True),      # 0.27: apart
+    ([0, 0, 100, 100], [40, 0, 400, 400], False),  # exactly 60% of the sure face inside the candidate
+    ([4, 0, 400, 400], [0, 0, 10, 100], False),    # exactly 60% of the candidate inside the sure face
+    ([0, 0, 100, 100], [45, 0, 400, 400], True),   # 55% inside
+    ([0, 0, 10, 10], [50, 50, 10, 10], True),
+])
+def test_a_candidate_that_overlaps_a_sure_face_is_never_looked_at_again(detector, monkeypatch, sure_box,
+                                                                        candidate_box, kept):
+    (boxes, scores, keypoints), looked = with_candidate(detector, monkeypatch, sure_box, candidate_box)
+    assert (len(boxes) == 2) is kept and bool(looked) is kept
+    if kept:
+        np.testing.assert_array_equal(boxes[1], candidate_box)
+        assert scores.tolist() == pytest.approx([0.9, 0.9]) and keypoints[1].tolist() == [[1, 1]] * 6
+
+
+@pytest.mark.parametrize("look, kept", [(blazeface.CONFIRM_SCORE, True), (blazeface.CONFIRM_SCORE - 0.01, False)])
+def test_a_second_look_confirms_from_confirm_score_up_and_gives_its_score(detector, monkeypatch, look, kept):
+    (boxes, scores, _), _ = with_candidate(detector, monkeypatch, [0, 0, 10, 10], [50, 50, 10, 10], look)
+    assert (len(boxes) == 2) is kept
+    if kept:
+        assert scores[1] == pytest.approx(look)
+
+
+def test_an_empty_picture_is_refused_and_a_one_pixel_one_is_searched(detector):
+    with pytest.raises(ValueError, match=r"got an array of shape \(0, 5, 3\)"):
+        detector.detect(np.zeros((0, 5, 3), np.uint8))
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+
+
+def test_the_smallest_face_looked_for_grows_with_a_large_picture(monkeypatch):
+    asked = []
+    real = blazeface.pyramid_scales
+    monkeypatch.setattr(blazeface, "pyramid_scales", lambda h, w, min_face: asked.append(min_face) or real(h, w, min_face))
+    detector = blazeface.BlazeFaceDetector(second_look=False)
+    detector.detect(np.zeros((1000, 1200, 3), np.uint8))
+    detector.detect(np.zeros((200, 300, 3), np.uint8))
+    assert asked == [pytest.approx(1000 * boxes.MIN_FACE_FRACTION), boxes.MIN_FACE_SIDE]
