@@ -302,3 +302,13 @@ def test_main_hands_the_parsed_flags_to_the_training_module(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "emotion_recognition", Training)
     assert training_cli.main(["--data-dir", str(tmp_path), "--epochs", "3"]) == 7
     assert handed[0].epochs == 3 and handed[0].data_dir == tmp_path
+
+
+def test_help_gives_each_setting_s_own_text_and_default(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["emotion_recognition.py"])
+    text = " ".join(training_cli.build_parser().format_help().split())
+    for field in dataclasses.fields(TrainConfig):
+        if field.metadata["flag"]:  # compared without spaces: argparse wraps lines at hyphens too
+            assert "".join(field.metadata["help"].split()) in text.replace(" ", ""), field.name
+    assert "most epochs (early stopping may end sooner) (default: 60)" in text
+    assert "(default: none)" in text and "(default: adam)" in text
