@@ -145,8 +145,7 @@ TRAINING_FLAGS = {field.name: field.metadata["flag"] or "--dry-run" for field in
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="emotion_recognition.py" if Path(sys.argv[0]).name == "emotion_recognition.py" else None,
+    parser = argparse.ArgumentParser(  # prog: the script's or the console script's own name
         description="Train a CNN to recognise facial emotions in 48x48 grayscale faces, or evaluate one.",
         formatter_class=HelpFormatter, allow_abbrev=False)
     for field in dataclasses.fields(TrainConfig):
