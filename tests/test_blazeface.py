@@ -411,3 +411,56 @@ def test_the_smallest_face_looked_for_grows_with_a_large_picture(monkeypatch):
     detector.detect(np.zeros((1000, 1200, 3), np.uint8))
     detector.detect(np.zeros((200, 300, 3), np.uint8))
     assert asked == [pytest.approx(1000 * boxes.MIN_FACE_FRACTION), boxes.MIN_FACE_SIDE]
+
+
+@pytest.mark.parametrize("height, width, min_face, finest", [
+    (480, 640, 80, 28 * blazeface.BOX_SCALE / 80),        # the face size binds: 0.40
+    (480, 640, 24, blazeface.MAX_UPSCALE),                # the upscale binds: 1.25 of 1.33
+    (3000, 4000, 24, math.sqrt(800 * 600 / (3000 * 4000))),  # the pixel budget binds: 0.2
+    (600, 9000, 100, math.sqrt(800 * 600 / (600 * 9000))),   # a panorama: 0.298 of 0.32
+])
+def test_the_finest_scale_is_the_tightest_of_face_size_upscale_and_pixels(height, width, min_face, finest):
+    scales = blazeface.pyramid_scales(height, width, min_face)
+    assert scales[0] == pytest.approx(finest) and scales[-1] == pytest.approx(128 / max(height, width))
+    steps = len(scales) - 1
+    assert steps == math.ceil(math.log(finest / scales[-1]) / math.log(blazeface.MAX_SCALE_STEP))
+    ratios = [first / second for first, second in zip(scales, scales[1:])]
+    np.testing.assert_allclose(ratios, ratios[0])  # equal steps
+
+
+def test_a_finest_scale_equal_to_the_coarsest_is_one_pass():
+    # 128 px picture side, a face that needs exactly scale 1: one pass
+    min_face = 28 * blazeface.BOX_SCALE
+    assert blazeface.pyramid_scales(100, 128, min_face) == [1.0]
+
+
+@pytest.mark.parametrize("width, height, interpolation", [
+    (64, 40, cv2.INTER_AREA),     # shrinking
+    (160, 100, cv2.INTER_LINEAR),  # enlarging
+    (100, 40, cv2.INTER_LINEAR),  # the same width: not shrinking
+])
+def test_the_network_input_is_resized_by_area_only_when_shrinking(width, height, interpolation):
+    rgb = np.random.default_rng(5).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    resized, network_input = blazeface.to_network_input(rgb, width, height)
+    np.testing.assert_array_equal(resized, cv2.resize(rgb, (width, height), interpolation=interpolation))
+    padded = (-(-height // 16) * 16, -(-width // 16) * 16)
+    assert network_input.shape == (1, *padded, 3) and network_input.dtype == np.float32
+    np.testing.assert_allclose(network_input[0, :height, :width], resized / 127.5 - 1, atol=1e-6)
+    assert not network_input[0, height:].any() and not network_input[0, :, width:].any()
+
+
+def test_white_and_black_are_plus_and_minus_one():
+    _, network_input = blazeface.to_network_input(np.array([[[255, 0, 255]]], np.uint8), 1, 1)
+    assert network_input[0, 0, 0].tolist() == [1.0, -1.0, 1.0]
+
+
+def test_the_network_s_answers_are_float32_whatever_the_file_computes_in(detector, monkeypatch):
+    anchors = detector.look_anchors
+
+    class Doubles:
+        def run(self, names, feeds):
+            return [np.zeros((1, len(anchors), 16)), np.zeros((1, len(anchors), 1))]
+
+    monkeypatch.setattr(detector, "session", Doubles())
+    regressions, logits = detector.run_network(np.zeros((1, 128, 128, 3), np.float32), anchors)
+    assert regressions.dtype == logits.dtype == np.float32
