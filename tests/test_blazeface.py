@@ -464,3 +464,30 @@ def test_the_network_s_answers_are_float32_whatever_the_file_computes_in(detecto
     monkeypatch.setattr(detector, "session", Doubles())
     regressions, logits = detector.run_network(np.zeros((1, 128, 128, 3), np.float32), anchors)
     assert regressions.dtype == logits.dtype == np.float32
+
+
+def test_decode_keeps_a_score_exactly_at_the_minimum():
+    anchors = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]], np.float32)
+    regressions = np.zeros((3, 16), np.float32)
+    _, scores, _ = blazeface.decode(regressions, np.array([0.0, -1e-3, 3.0], np.float32), anchors, 0.5)
+    assert scores.tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-3))])
+
+
+def test_a_finer_pass_leaves_boxes_wider_than_the_largest_face_to_a_coarser_one(detector, monkeypatch):
+    """Three faces: 160 px wide (kept), 161 px (left to a coarser pass), 100 wide and 200 tall
+    (kept: width is the side)."""
+    def network(network_input, anchors):
+        regressions = np.zeros((1, len(anchors), 16), np.float32)
+        logits = np.full((1, len(anchors), 1), -100.0, np.float32)
+        for anchor, size in ((0, (160, 160)), (50, (161, 161)), (100, (100, 200))):
+            regressions[0, anchor, 2:4] = size
+            logits[0, anchor, 0] = 10.0
+        return regressions, logits
+
+    monkeypatch.setattr(detector, "run_network", network)
+    finer, _, _ = detector.run_pass(np.zeros((1, 256, 256, 3), np.float32), 2.0, coarsest=False)
+    assert sorted(finer[:, 2].tolist()) == [50.0, 80.0]  # in picture pixels: input pixels / scale
+    coarsest, _, keypoints = detector.run_pass(np.zeros((1, 256, 256, 3), np.float32), 0.5, coarsest=True)
+    assert sorted(coarsest[:, 2].tolist()) == [200.0, 320.0, 322.0]
+    anchors = blazeface.anchor_centres(256, 256)
+    np.testing.assert_allclose(sorted(keypoints[:, 0, 0].tolist()), sorted((anchors[[0, 50, 100], 0] / 0.5).tolist()))
