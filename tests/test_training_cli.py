@@ -314,3 +314,38 @@ def test_help_gives_each_setting_s_own_text_and_default(monkeypatch):
             assert "".join(field.metadata["help"].split()) in text.replace(" ", ""), field.name
     assert "most epochs (early stopping may end sooner) (default: 60)" in text
     assert "(default: none)" in text and "(default: adam)" in text
+
+
+# What --help says of the flags that are not settings: the user's only documentation at the shell.
+HELP_LINES = {
+    "--output-dir OUTPUT_DIR": "where the model, plots and metrics go (default: runs/train, runs/train2, ...)",
+    "--overwrite": "allow writing into an --output-dir that holds files",
+    "--dry-run": "one epoch of 2 batches: checks that everything runs",
+    "--resume RUN_DIR": "continue an interrupted training run from its last finished epoch, with its settings",
+    "--evaluate MODEL": "evaluate this saved model on --test-dir",
+    "--export-onnx MODEL": "write MODEL's ONNX export beside it (training does this itself), then stop",
+    "--average MODEL [MODEL ...]": "one model with the mean of these models' weights (a model and its fine-tunes), "
+                                   "finished on --data-dir, into --output-dir",
+    "--import-csv CSV": "convert Kaggle's fer2013.csv into class folders under --data-dir, then stop",
+    "--test-dir TEST_DIR": "with --evaluate: a folder of class folders",
+    "--tta": "with --evaluate: average each face with its mirror image",
+}
+
+
+def test_help_describes_the_modes_and_outputs(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["emotion_recognition.py"])
+    text = "".join(training_cli.build_parser().format_help().split())
+    for flag, words in HELP_LINES.items():
+        assert "".join(f"{flag} {words}".split()) in text, flag
+
+
+def test_the_mode_and_output_flags_parse_to_their_types():
+    args = parse_args(["--output-dir", "o", "--overwrite", "--tta", "--evaluate", "m.h5", "--test-dir", "t"])
+    assert (args.output_dir, args.overwrite, args.tta, args.dry_run) == (Path("o"), True, True, False)
+    assert parse_args(["--export-onnx", "m.h5"]).export_onnx == Path("m.h5")
+    assert parse_args(["--import-csv", "f.csv", "--data-dir", "d"]).import_csv == Path("f.csv")
+    assert parse_args(["--resume", "r"]).resume == Path("r") and parse_args(["--dry-run"]).dry_run is True
+    defaults = parse_args([])
+    assert (defaults.overwrite, defaults.tta, defaults.output_dir, defaults.test_dir) == (False, False, None, None)
+    assert (defaults.resume, defaults.evaluate, defaults.export_onnx, defaults.average, defaults.import_csv) == (
+        None,) * 5
