@@ -407,3 +407,59 @@ def test_inside_means_the_folder_itself_or_below_it_not_a_name_that_starts_alike
     assert files._is_inside("/data/train", "/data/train") and files._is_inside("/data/train/a", "/data/train/")
     assert files._is_inside("/data/train/a", "/") and files._is_inside("/x", "/")
     assert not files._is_inside("/data/training/a", "/data/train")
+
+
+def test_an_installed_package_s_own_model_files_come_first(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    touch(tmp_path / "models" / "emotion_model.h5")
+    monkeypatch.setattr(files.resources, "files", lambda package: tmp_path)  # the installed package's folder
+    assert files.shipped_file("emotion_model.h5") == tmp_path / "models" / "emotion_model.h5"
+    assert files.shipped_file("detector.onnx") == files.PROJECT_DIR / "models" / "detector.onnx"
+
+
+def test_a_walk_without_a_skipped_list_passes_over_what_it_cannot_read(tmp_path):
+    touch(tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "b.jpg")
+    assert walk_files(tmp_path, ANY) == [tmp_path / "a.jpg"]
+
+
+def test_a_walk_goes_on_past_rejected_names_and_revisited_folders(tmp_path):
+    for name in ("a/1.txt", "a/2.jpg", "a/3.txt", "a/4.jpg", "z/5.jpg"):
+        touch(tmp_path / name)
+    os.symlink(tmp_path / "a", tmp_path / "b")  # "a" again, walked once; "z" comes after it
+    found = walk_files(tmp_path, lambda name: name.endswith(".jpg"))
+    assert [path.relative_to(tmp_path).as_posix() for path in found] == ["a/2.jpg", "a/4.jpg", "z/5.jpg"]
+
+
+def test_each_file_passed_over_in_a_walk_says_why(tmp_path):
+    outside = touch(tmp_path / "outside.jpg")
+    folder = tmp_path / "class"
+    touch(folder / "good.jpg")
+    os.symlink(outside, folder / "linked.jpg")
+    os.symlink(tmp_path / "nowhere.jpg", folder / "dangling.jpg")
+    skipped = []
+    assert walk_files(folder, ANY, confine=True, skipped=skipped) == [folder / "good.jpg"]
+    assert skipped == [(folder / "dangling.jpg", "No such file or directory"),
+                       (folder / "linked.jpg", "a link that leads out of its class folder")]
+
+
+def test_a_lock_file_gets_the_usual_mode_and_an_unused_lock_releases_quietly(tmp_path):
+    RunLock(tmp_path / "never").release()  # never acquired: nothing to release
+    before = os.umask(0o022)
+    try:
+        lock = RunLock(tmp_path).acquire()
+    finally:
+        os.umask(before)
+    lock.release()
+    assert (tmp_path / LOCK_NAME).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_lock_held_by_a_process_that_wrote_nothing_names_another_process(tmp_path):
+    import fcntl
+
+    with open(tmp_path / LOCK_NAME, "w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError) as refused:
+            RunLock(tmp_path).acquire()
+    assert str(refused.value) == (f"{tmp_path}: in use by another run (another process); wait for it or choose "
+                                  "another --output-dir")
