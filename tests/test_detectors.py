@@ -86,3 +86,20 @@ def test_the_crop_s_margin_stops_at_the_picture_s_top_and_left_edges():
     np.testing.assert_array_equal(crop_face(gray, [0, 0, 40, 40]), preprocess_face(gray.crop((0, 0, 41, 41))))
     np.testing.assert_array_equal(crop_face(gray, [20, 30, 40, 40]), preprocess_face(gray.crop((19, 29, 61, 71))))
     assert detection.FACE_MARGIN == 0.025
+
+
+
+@pytest.mark.parametrize("height, width, smallest", [(1000, 1020, 50), (300, 400, 24), (610, 700, 30)])
+def test_haar_looks_for_faces_of_at_least_a_twentieth_of_the_shorter_side(height, width, smallest):
+    """Haar finds no face under about 50 px in the test photo, so its cascade is asked directly."""
+    asked = []
+
+    class Cascade:
+        def detectMultiScale(self, gray, **options):  # noqa: N802 (OpenCV's name)
+            asked.append((gray.shape, options["minSize"]))
+            return [(10, 20, 60, 60)]
+
+    detector = FaceDetector("haar")
+    detector.cascade = Cascade()
+    assert [face.box for face in detector.detect(np.zeros((height, width, 3), np.uint8))] == [[10, 20, 60, 60]]
+    assert asked == [((height, width), (smallest, smallest))]
