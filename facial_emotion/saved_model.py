@@ -151,9 +151,11 @@ class OnnxModel:
         except Exception as error:  # ONNX Runtime raises its own types for a bad file
             raise UserError(f"{path}: not a loadable ONNX model ({first_line(error)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or list(inputs[0].shape[1:]) != list(INPUT_SHAPE) or not outputs:
-            raise UserError(f"{path}: expects input {inputs[0].shape if inputs else None}, "
-                            f"not 48x48 grayscale {INPUT_SHAPE}")
+        if len(inputs) != 1 or not outputs:
+            raise UserError(f"{path}: has {len(inputs)} inputs and {len(outputs)} outputs, not one of each "
+                            "(faces in, scores out)")
+        if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
+            raise UserError(f"{path}: expects input {inputs[0].shape}, not 48x48 grayscale {INPUT_SHAPE}")
         self.input_name = inputs[0].name
         self.output_shape = tuple(outputs[0].shape)
         self.input_shape = tuple(inputs[0].shape)

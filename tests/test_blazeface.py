@@ -277,7 +277,7 @@ def test_the_detector_keeps_its_settings_and_runs_on_the_threads_asked_for():
     assert (detector.min_face, detector.min_score, detector.second_look) == (40, 0.8, False)
     options = detector.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
-    assert detector.model_path == blazeface.MODEL_PATH and detector.input_name == detector.session.get_inputs()[0].name
+    assert detector.model_path == blazeface.MODEL_PATH
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +348,7 @@ def test_a_second_look_counts_an_anchor_by_where_its_box_is_centred(detector, mo
 
 @pytest.mark.parametrize("ratio, counted", [(0.7, True), (1.4, True), (0.68, False), (1.42, False), (1.0, True)])
 def test_a_second_look_counts_only_a_box_of_the_face_s_size(detector, monkeypatch, ratio, counted):
+    # Just inside each bound (0.7 + 1e-4, 1.4 - 1e-4): the float32 ratio lands exactly on neither.
     network = Looks((64, 64), size=(FACE_SIDE * ratio + (1e-4 if ratio == 0.7 else -1e-4), FACE_SIDE * 3))
     [score] = second_look_score(detector, monkeypatch, network)  # the width is the side: the height is ignored
     assert bool(score > 0) is counted
@@ -397,7 +398,7 @@ def test_a_second_look_confirms_from_confirm_score_up_and_gives_its_score(detect
         assert scores[1] == pytest.approx(look)
 
 
-def test_an_empty_picture_is_refused_and_a_one_pixel_one_is_searched(detector):
+def test_an_empty_picture_is_refused_and_a_one_pixel_one_is_no_error(detector):
     with pytest.raises(ValueError, match=r"got an array of shape \(0, 5, 3\)"):
         detector.detect(np.zeros((0, 5, 3), np.uint8))
     assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
@@ -422,10 +423,11 @@ def test_the_smallest_face_looked_for_grows_with_a_large_picture(monkeypatch):
 def test_the_finest_scale_is_the_tightest_of_face_size_upscale_and_pixels(height, width, min_face, finest):
     scales = blazeface.pyramid_scales(height, width, min_face)
     assert scales[0] == pytest.approx(finest) and scales[-1] == pytest.approx(128 / max(height, width))
-    steps = len(scales) - 1
-    assert steps == math.ceil(math.log(finest / scales[-1]) / math.log(blazeface.MAX_SCALE_STEP))
     ratios = [first / second for first, second in zip(scales, scales[1:])]
-    np.testing.assert_allclose(ratios, ratios[0])  # equal steps
+    np.testing.assert_allclose(ratios, ratios[0])  # equal steps, each at most MAX_SCALE_STEP,
+    assert ratios[0] <= blazeface.MAX_SCALE_STEP + 1e-9
+    if len(ratios) > 1:  # and as few as that allows: one step fewer would be too long
+        assert (finest / scales[-1]) ** (1 / (len(ratios) - 1)) > blazeface.MAX_SCALE_STEP
 
 
 def test_a_finest_scale_equal_to_the_coarsest_is_one_pass():
@@ -437,7 +439,7 @@ def test_a_finest_scale_equal_to_the_coarsest_is_one_pass():
 @pytest.mark.parametrize("width, height, interpolation", [
     (64, 40, cv2.INTER_AREA),     # shrinking
     (160, 100, cv2.INTER_LINEAR),  # enlarging
-    (100, 40, cv2.INTER_LINEAR),  # the same width: not shrinking
+    (100, 80, cv2.INTER_LINEAR),  # the same width, taller: not shrinking (area would be nearest-like)
 ])
 def test_the_network_input_is_resized_by_area_only_when_shrinking(width, height, interpolation):
     rgb = np.random.default_rng(5).integers(0, 256, (60, 100, 3), dtype=np.uint8)

@@ -92,7 +92,7 @@ def test_the_earlier_handlers_come_back_afterwards():
             signal.signal(number, handler)
 
 
-def test_a_handler_python_did_not_install_comes_back_as_the_default(monkeypatch):
+def test_a_handler_python_did_not_install_comes_back_as_the_default():
     stop = StopSignals()
     stop.previous = {signal.SIGHUP: None}  # what signal.signal answers for a handler set outside Python
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)

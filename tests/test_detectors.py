@@ -89,6 +89,8 @@ def test_the_crop_s_margin_stops_at_the_picture_s_top_and_left_edges():
 
 
 
+# Sides under DETECTION_MAX_SIDE (1024), so that the picture reaches Haar unscaled; 610 / 20 = 30.5
+# rounds to 30.
 @pytest.mark.parametrize("height, width, smallest", [(1000, 1020, 50), (300, 400, 24), (610, 700, 30)])
 def test_haar_looks_for_faces_of_at_least_a_twentieth_of_the_shorter_side(height, width, smallest):
     """Haar finds no face under about 50 px in the test photo, so its cascade is asked directly."""

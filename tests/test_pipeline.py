@@ -173,7 +173,11 @@ def test_the_classifier_rounds_scores_and_refuses_a_model_with_other_classes():
     assert str(refused.value) == "the model answered 2 scores a face for 4 classes"
 
 
+STOPPED_CLOCK = types.SimpleNamespace(monotonic=lambda: 100.0)  # no batch ever waits FLUSH_SECONDS
+
+
 def test_a_batch_is_classified_once_it_holds_enough_faces(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "time", STOPPED_CLOCK)
     monkeypatch.setattr(pipeline_module, "PREDICT_BATCH_SIZE", 2)
     model = RecordingModel()
     given = Pipeline(Classifier(model, metadata()))
@@ -194,6 +198,7 @@ def test_a_batch_is_classified_once_its_first_photo_waited_flush_seconds(monkeyp
 
 
 def test_a_batch_holding_pictures_is_classified_once_they_hold_enough_pixels(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "time", STOPPED_CLOCK)
     monkeypatch.setattr(pipeline_module, "MAX_PIXELS_HELD", 48 * 48 * 2)
     model = RecordingModel()
     results = list(Pipeline(Classifier(model, metadata())).images([HAPPY_FACE] * 3, pictures=True))
@@ -248,12 +253,16 @@ def test_a_video_that_ends_early_says_so_after_the_frames_it_read(tmp_path, monk
             assert last.error is None and last.frame == 9
 
 
-def test_a_video_without_frames_or_that_cannot_be_opened_is_one_error_result(tmp_path):
+def test_a_video_without_frames_or_that_cannot_be_opened_is_one_error_result(tmp_path, monkeypatch):
     given = Pipeline(Classifier(RecordingModel(), metadata()), RecordingDetector([0, 0, 48, 48]))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     [result] = list(given.video(broken))
     assert result.video and result.frame is None and result.error.startswith(f"{broken}: ")
+    path = write_video(tmp_path / "clip.mp4", 3)
+    monkeypatch.setattr(pipeline_module, "read_timed_frames", lambda capture, fps: iter(()))  # opens, then no frame
+    [result] = list(given.video(path))
+    assert (result.video, result.frame, result.error) == (True, None, f"{path}: no frames could be read")
 
 
 def test_images_before_a_video_come_out_before_its_frames_in_the_order_given(tmp_path):

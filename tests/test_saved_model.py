@@ -382,7 +382,7 @@ def test_an_onnx_model_of_other_inputs_is_refused_naming_what_it_expects(tmp_pat
                      ("p", ["N", 48]), mean)
     with pytest.raises(UserError) as refused:
         OnnxModel(two)
-    assert str(refused.value) == f"{two}: expects input ['N', 48, 48, 1], not 48x48 grayscale (48, 48, 1)"
+    assert str(refused.value) == f"{two}: has 2 inputs and 1 outputs, not one of each (faces in, scores out)"
 
 
 def test_an_onnx_model_answering_strings_or_the_wrong_batch_is_refused(tmp_path):
