@@ -110,13 +110,14 @@ def test_over_100_megapixels_is_refused_even_without_pillows_own_guard(tmp_path,
         read_image(path)
 
 
-def test_an_image_just_under_100_megapixels_is_not_refused_for_its_size(tmp_path):
+@pytest.mark.parametrize("width, height", [(10_000, 9_500), (10_000, 10_000)])  # 95 MP, and 100 MP exactly
+def test_an_image_of_up_to_100_megapixels_is_not_refused_for_its_size(tmp_path, width, height):
     path = tmp_path / "big.png"
-    path.write_bytes(png_header(10_000, 9_500))  # 95 MP, holding no pixels: broken, but not too big
-    assert 10_000 * 9_500 < MAX_IMAGE_PIXELS
+    path.write_bytes(png_header(width, height))  # holding no pixels: broken, but not too big
+    assert width * height <= MAX_IMAGE_PIXELS
     with pytest.raises(UserError) as error:
         read_image(path)
-    assert "refused" not in str(error.value)
+    assert "refused" not in str(error.value) and "broken image" in str(error.value)
 
 
 def progressive_jpeg(path, scans=None, side=64):
