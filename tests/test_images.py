@@ -190,3 +190,51 @@ def test_wide_pixels_are_brought_to_8_bits_by_their_kind_and_range(mode, values,
 @pytest.mark.parametrize("mode, values", [("F", [300.0, 300.0]), ("I", [-7, -7]), ("F", [np.nan, np.inf])])
 def test_a_flat_picture_out_of_range_and_one_of_no_finite_pixel_come_out_black(mode, values):
     assert gray_of(mode, values) == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes: transparency on white, grayscale as it is, the model's input
+# ---------------------------------------------------------------------------------------------
+from facial_emotion import images  # noqa: E402
+
+
+def half_transparent(mode):
+    """A 2x1 picture: a black opaque pixel, then a black fully transparent one, in `mode`."""
+    rgba = Image.new("RGBA", (2, 1))
+    rgba.putdata([(0, 0, 0, 255), (0, 0, 0, 0)])
+    return rgba if mode == "RGBA" else rgba.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
+def test_transparent_pixels_become_white_and_opaque_ones_stay(mode):
+    rgb = images.to_rgb(half_transparent(mode))
+    assert rgb.mode == "RGB" and list(rgb.getdata()) == [(0, 0, 0), (255, 255, 255)]
+
+
+def test_a_palette_picture_with_a_transparent_colour_gets_white_there_and_one_without_keeps_its_colour():
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    palette.putdata([0, 1])
+    assert list(images.to_rgb(palette).getdata()) == [(0, 0, 0), (200, 10, 10)]
+    palette.info["transparency"] = 0
+    assert list(images.to_rgb(palette).getdata()) == [(255, 255, 255), (200, 10, 10)]
+
+
+def test_rgb_and_grayscale_pictures_are_used_as_they_are():
+    rgb, gray = Image.new("RGB", (4, 4), (10, 20, 30)), Image.new("L", (4, 4), 77)
+    assert images.to_rgb(rgb) is rgb and images.to_grayscale(gray) is gray
+    assert list(images.to_grayscale(rgb).getdata()) == [round(0.299 * 10 + 0.587 * 20 + 0.114 * 30)] * 16
+
+
+def test_a_face_of_another_size_is_resized_bilinearly_to_float32_48x48():
+    face = Image.fromarray(np.random.default_rng(2).integers(0, 256, (97, 61), dtype=np.uint8))
+    array = images.preprocess_face(face)
+    assert array.shape == (48, 48, 1) and array.dtype == np.float32
+    np.testing.assert_array_equal(array[:, :, 0], np.asarray(face.resize((48, 48), Image.Resampling.BILINEAR)))
+
+
+def test_a_picture_of_exactly_the_smallest_side_is_accepted():
+    images.check_size("a.png", 16, 400)
+    with pytest.raises(UserError) as refused:
+        images.check_size("a.png", 400, 15)
+    assert str(refused.value) == "a.png: too small to hold a face (400x15 pixels)"
