@@ -128,10 +128,11 @@ def to_grayscale(image):
 
 def to_rgb(image):
     """Convert a PIL image of any mode to 8-bit RGB. Transparent pixels become white, so a
-    cut-out face on a transparent background does not sit on black."""
+    cut-out face on a transparent background does not sit on black: an alpha channel's, and a
+    transparent colour's (a PNG's tRNS in palette, grayscale or RGB pictures)."""
     if image.mode in WIDE_MODES:
         return _wide_to_8_bit(image).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)

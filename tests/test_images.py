@@ -198,6 +198,11 @@ def test_a_flat_picture_out_of_range_and_one_of_no_finite_pixel_come_out_black(m
 from facial_emotion import images  # noqa: E402
 
 
+def pixels(image):
+    """A one-row picture's pixels, left to right, as tuples (or numbers for one channel)."""
+    return [tuple(pixel) if np.ndim(pixel) else int(pixel) for pixel in np.asarray(image)[0].tolist()]
+
+
 def half_transparent(mode):
     """A 2x1 picture: a black opaque pixel, then a black fully transparent one, in `mode`."""
     rgba = Image.new("RGBA", (2, 1))
@@ -208,22 +213,31 @@ def half_transparent(mode):
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
 def test_transparent_pixels_become_white_and_opaque_ones_stay(mode):
     rgb = images.to_rgb(half_transparent(mode))
-    assert rgb.mode == "RGB" and list(rgb.getdata()) == [(0, 0, 0), (255, 255, 255)]
+    assert rgb.mode == "RGB" and pixels(rgb) == [(0, 0, 0), (255, 255, 255)]
 
 
 def test_a_palette_picture_with_a_transparent_colour_gets_white_there_and_one_without_keeps_its_colour():
     palette = Image.new("P", (2, 1))
     palette.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
     palette.putdata([0, 1])
-    assert list(images.to_rgb(palette).getdata()) == [(0, 0, 0), (200, 10, 10)]
+    assert pixels(images.to_rgb(palette)) == [(0, 0, 0), (200, 10, 10)]
     palette.info["transparency"] = 0
-    assert list(images.to_rgb(palette).getdata()) == [(255, 255, 255), (200, 10, 10)]
+    assert pixels(images.to_rgb(palette)) == [(255, 255, 255), (200, 10, 10)]
+
+
+@pytest.mark.parametrize("mode, values, key", [("L", [0, 200], 0), ("RGB", [(0, 0, 0), (9, 9, 9)], (0, 0, 0))])
+def test_a_transparent_colour_in_a_grayscale_or_rgb_picture_becomes_white(mode, values, key):
+    picture = Image.new(mode, (2, 1))
+    picture.putdata(values)
+    picture.info["transparency"] = key  # what Pillow reads from a PNG's tRNS chunk
+    second = (200, 200, 200) if mode == "L" else (9, 9, 9)
+    assert pixels(images.to_rgb(picture)) == [(255, 255, 255), second]
 
 
 def test_rgb_and_grayscale_pictures_are_used_as_they_are():
     rgb, gray = Image.new("RGB", (4, 4), (10, 20, 30)), Image.new("L", (4, 4), 77)
     assert images.to_rgb(rgb) is rgb and images.to_grayscale(gray) is gray
-    assert list(images.to_grayscale(rgb).getdata()) == [round(0.299 * 10 + 0.587 * 20 + 0.114 * 30)] * 16
+    assert np.asarray(images.to_grayscale(rgb)).tolist() == [[round(0.299 * 10 + 0.587 * 20 + 0.114 * 30)] * 4] * 4
 
 
 def test_a_face_of_another_size_is_resized_bilinearly_to_float32_48x48():
@@ -238,3 +252,10 @@ def test_a_picture_of_exactly_the_smallest_side_is_accepted():
     with pytest.raises(UserError) as refused:
         images.check_size("a.png", 400, 15)
     assert str(refused.value) == "a.png: too small to hold a face (400x15 pixels)"
+
+
+def test_a_grayscale_png_with_a_transparent_gray_reads_as_white_there(tmp_path):
+    picture = Image.new("L", (2, 1))
+    picture.putdata([0, 200])
+    picture.save(tmp_path / "cutout.png", transparency=0)
+    assert pixels(images.to_rgb(read_image(tmp_path / "cutout.png"))) == [(255, 255, 255), (200, 200, 200)]
