@@ -138,7 +138,7 @@ def test_read_json_refuses_absurd_nesting_with_one_line(tmp_path):
     path.write_text('{"class_names": [["a"]], "x": {"y": [1, 2]}}')
     assert read_json(path) == {"class_names": [["a"]], "x": {"y": [1, 2]}}
     path.write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match=r"unreadable file \('utf-8' codec can't decode byte 0xff"):
         read_json(path)
 
 
@@ -178,8 +178,10 @@ def test_a_held_lock_is_refused_naming_the_holder_and_freed_when_it_is_killed(tm
 def test_claim_run_folder_refuses_files_but_not_a_lone_lock_file(tmp_path):
     busy = tmp_path / "busy"
     touch(busy / "emotion_model.h5")
-    with pytest.raises(UserError, match="already holds files"):
+    with pytest.raises(UserError) as refused:
         claim_run_folder(busy, tmp_path / "runs")
+    assert str(refused.value) == (f"{busy}: already holds files from another run; choose another --output-dir "
+                                  "or pass --overwrite")
     folder, lock = claim_run_folder(busy, tmp_path / "runs", overwrite=True)
     lock.release()
 
@@ -284,6 +286,11 @@ def test_a_partial_file_is_hidden_beside_its_target_with_its_suffix_and_the_umas
         os.umask(before)
     assert partial.parent == tmp_path and partial.name.startswith(".model.") and partial.name.endswith(".partial.h5")
     assert partial.stat().st_size == 0 and partial.stat().st_mode & 0o777 == 0o640
+    before = os.umask(0)
+    try:
+        assert files.temporary_path(tmp_path / "open.json").stat().st_mode & 0o777 == 0o666
+    finally:
+        os.umask(before)
     assert files.current_umask() == before
     mask = os.umask(0)  # reading the umask left it as it was
     os.umask(mask)
@@ -375,7 +382,8 @@ def test_read_json_names_the_file_and_what_it_should_be(tmp_path, text, message)
 def test_bracket_depth_counts_opening_and_closing_of_both_kinds():
     assert files.max_bracket_depth('{"a": [1, {"b": []}], "c": {}}') == 4
     assert files.max_bracket_depth("[][][]") == 1
-    assert files.max_bracket_depth("[{}][[]]") == 2
+    assert files.max_bracket_depth("[{}][[]]") == 2 and files.max_bracket_depth("[][[]]") == 2
+    assert files.max_bracket_depth('[["X", "X", ["X"]]]') == 3  # other characters do not count
     assert files.max_bracket_depth("") == 0
 
 
@@ -471,3 +479,26 @@ def test_a_lock_held_by_a_process_that_wrote_nothing_names_another_process(tmp_p
             RunLock(tmp_path).acquire()
     assert str(refused.value) == (f"{tmp_path}: in use by another run (another process); wait for it or choose "
                                   "another --output-dir")
+
+
+def test_a_lock_the_file_system_cannot_give_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")  # NFS without a lock daemon
+
+    monkeypatch.setattr(files.fcntl, "flock", no_locks)
+    with pytest.raises(UserError) as refused:
+        RunLock(tmp_path).acquire()
+    assert str(refused.value) == f"{tmp_path}: cannot be locked (No locks available)"
+
+
+def test_a_confined_walk_goes_on_past_a_folder_link_leading_out(tmp_path):
+    (tmp_path / "outside").mkdir()
+    happy = tmp_path / "happy"
+    (happy / "b").mkdir(parents=True)
+    (happy / "a_link").symlink_to(tmp_path / "outside")
+    touch(happy / "b" / "face.jpg")
+    skipped = []
+    assert walk_files(happy, ANY, confine=True, skipped=skipped) == [happy / "b" / "face.jpg"]
+    assert [path.name for path, _ in skipped] == ["a_link"]

@@ -214,6 +214,9 @@ def test_a_long_bad_temperature_is_shortened_in_the_message():
     with pytest.raises(UserError) as refused:
         saved_model.checked_temperature("x" * 100, "t")
     assert str(refused.value) == f"t must be a number from 0.001 to 1000, not '{'x' * 36}..."
+    with pytest.raises(UserError) as refused:
+        saved_model.checked_temperature("x" * 38, "t")  # 40 characters with its quotes: shown whole
+    assert str(refused.value) == f"t must be a number from 0.001 to 1000, not '{'x' * 38}'"
 
 
 def test_the_mirror_averaged_temperature_falls_back_to_the_plain_one():
@@ -237,6 +240,9 @@ def test_a_temperature_rescales_the_log_probabilities():
     sharp = saved_model.apply_temperature(probabilities, 0.5)
     np.testing.assert_allclose(sharp[0], probabilities[0] ** 2 / (probabilities[0] ** 2).sum(), rtol=1e-6)
     assert np.isfinite(saved_model.apply_temperature(np.array([[1.0, 0.0]]), 1e-3)).all()
+    # At T = 0.001 the logits reach -800: each row is shifted by its own largest, or exp() gives 0/0.
+    sharpest = saved_model.apply_temperature(np.array([[1.0, 0.0, 0.0], [0.45, 0.45, 0.1]]), 1e-3)
+    np.testing.assert_allclose(sharpest, [[1, 0, 0], [0.5, 0.5, 0]], atol=1e-9)
 
 
 class LeftOrRight:
@@ -247,7 +253,8 @@ class LeftOrRight:
     def __init__(self):
         self.batches = []
 
-    def __call__(self, batch, training=False):
+    def __call__(self, batch, training=True):
+        assert training is False  # a Keras model must run in inference mode: dropout off
         self.batches.append(len(batch))
         left = batch[:, :, :24, 0].mean(axis=(1, 2)) > batch[:, :, 24:, 0].mean(axis=(1, 2))
         return np.stack([left, ~left], axis=1).astype(np.float32)
@@ -409,3 +416,31 @@ def test_an_onnx_model_is_given_float32_faces_whatever_it_is_handed(tmp_path):
     model = OnnxModel(build_onnx(tmp_path / "m.onnx"))
     as_float64 = np.full((2, 48, 48, 1), 200.0)  # ONNX Runtime itself refuses doubles for a float input
     assert model(as_float64).shape == (2, 7)
+
+
+def test_a_checkpoint_described_by_its_run_s_json_names_that_json(tmp_path):
+    with pytest.raises(UserError) as refused:
+        saved_model.check_model_fits(Fixed([[1, 0, 0]]), {"class_names": ["a", "b"]}, "run/last_checkpoint.keras",
+                                     described_as="run/emotion_model.h5")
+    assert str(refused.value) == "run/last_checkpoint.keras: has 3 outputs but emotion_model.json names 2 classes"
+    h5 = onnx_bundle(tmp_path / "model")
+    checkpoint = tmp_path / "model" / "last.h5"  # no JSON of its own: the run's is read
+    checkpoint.write_bytes(b"a checkpoint that Keras cannot load either")
+    with pytest.raises(UserError, match=r"last\.h5: not a loadable Keras model"):
+        load_model(checkpoint, runtime="auto", described_as=h5)
+
+
+@pytest.mark.parametrize("runtime, why", [
+    ("keras", "{h5}: the Keras runtime"),
+    ("auto", "{h5}: with no matching ONNX export (m.onnx was made from another m.h5), the Keras runtime"),
+])
+def test_without_tensorflow_the_keras_runtime_names_the_train_extra(tmp_path, monkeypatch, runtime, why):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "tensorflow" else real(name, *args))
+    h5 = onnx_bundle(tmp_path / "model")
+    h5.write_bytes(b"retrained")
+    with pytest.raises(UserError) as refused:
+        load_model(h5, runtime=runtime)
+    assert str(refused.value) == why.format(h5=h5) + ' needs tensorflow, which is not installed: pip install "facial-emotion[train]"'
