@@ -165,3 +165,28 @@ def test_a_task_s_pipeline_has_the_detector_tracker_runtime_and_threads_asked_fo
     [face] = FaceDetector().detect(np.asarray(Image.open(photo).convert("RGB")))
     assert row[4:8] == face.box  # after file, frame, time and person: the box the plain path finds
     assert task.pipeline.detector.photo_detector.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_a_task_answers_every_analysed_frame_of_a_video(predictor, tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (48, 48))
+    face = cv2.cvtColor(cv2.imread(str(HAPPY_FACE)), cv2.COLOR_BGR2RGB)[:, :, ::-1]
+    for _ in range(5):
+        writer.write(np.ascontiguousarray(face))
+    writer.release()
+    monkeypatch.setattr(predictor, "every", 2)
+    rows = predictor.rows_of(str(clip), "clip.mp4")
+    assert [(row[0], row[1]) for row in rows] == [("clip.mp4", 0), ("clip.mp4", 2), ("clip.mp4", 4)]
+
+
+def test_a_user_error_inside_a_task_is_its_own_row_as_worded(predictor, monkeypatch):
+    def gone(paths, every):
+        raise UserError("face.png: the disk went away")
+        yield  # a generator, as Pipeline.inputs is
+
+    monkeypatch.setattr(predictor.pipeline, "inputs", gone)
+    [row] = predictor.rows_of(str(HAPPY_FACE), "face.png")
+    assert row[-1] == "face.png: the disk went away"
