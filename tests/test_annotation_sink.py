@@ -135,3 +135,37 @@ def test_a_person_s_label_names_the_person():
     top = green_rows(alone, 101)[0]  # the band's first row is green from end to end
     assert green_run(followed[top], 100) > green_run(alone[top], 100) + 30  # "person 3: " is longer
     assert 40 < green_run(alone[top], 100) < 100  # "happy 80%" at 12 px, with its margins
+
+
+@pytest.mark.parametrize("name, image_format", [("face.jpg", "JPEG"), ("FACE.JPG", "JPEG"), ("face.webp", "WEBP"),
+                                                ("face.png", "PNG")])
+def test_a_photo_is_annotated_in_its_own_format_with_the_box_drawn(tmp_path, name, image_format):
+    (tmp_path / "out").mkdir()
+    picture = np.zeros((60, 80, 3), np.uint8)
+    photo = Result(str(tmp_path / name), [FACE], picture=picture)
+    assert sink(tmp_path / "out").add(photo) is None
+    stem, suffix = name.rsplit(".", 1)
+    assert photo.annotated == str(tmp_path / "out" / f"{stem}_annotated.{suffix}")
+    with Image.open(photo.annotated) as saved:
+        assert saved.format == image_format and saved.size == (80, 60)
+        edge = np.asarray(saved.convert("RGB"))[25, 10]  # the box's left edge, halfway down
+    assert edge[1] > 200 and edge[0] < 60 and edge[2] < 60, edge
+    assert not picture.any(), "the picture handed in is not drawn on"
+
+
+def test_a_video_copy_whose_writer_fails_midway_is_not_kept_and_is_said_once(tmp_path, monkeypatch):
+    written = []
+
+    def fail_on_second(self, bgr):
+        written.append(bgr.copy())
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video.VideoWriter, "write", fail_on_second)
+    annotate = sink(tmp_path)
+    assert annotate.add(frame("clip.mp4", 0)) is None
+    assert annotate.add(frame("clip.mp4", 1)) == f"{tmp_path}: No space left on device"
+    assert annotate.add(frame("clip.mp4", 2)) is None and len(written) == 2  # not drawn after the failure
+    annotate.close()
+    assert os.listdir(tmp_path) == []
+    assert written[0].shape == PICTURE.shape and is_green(written[0][25, 10])  # the face's box, drawn
