@@ -493,3 +493,46 @@ def test_a_finer_pass_leaves_boxes_wider_than_the_largest_face_to_a_coarser_one(
     assert sorted(coarsest[:, 2].tolist()) == [200.0, 320.0, 322.0]
     anchors = blazeface.anchor_centres(256, 256)
     np.testing.assert_allclose(sorted(keypoints[:, 0, 0].tolist()), sorted((anchors[[0, 50, 100], 0] / 0.5).tolist()))
+
+
+class Answers:
+    """Stands in for the detector's ONNX session: answers `outputs`, or raises `error`."""
+
+    def __init__(self, outputs=None, error=None):
+        self.outputs, self.error = outputs, error
+
+    def run(self, names, feeds):
+        if self.error:
+            raise self.error
+        return self.outputs
+
+
+def network_answer(detector, monkeypatch, session):
+    from facial_emotion.errors import UserError
+
+    monkeypatch.setattr(detector, "session", session)
+    anchors = detector.look_anchors
+    with pytest.raises(UserError) as refused:
+        detector.run_network(np.zeros((1, 128, 128, 3), np.float32), anchors)
+    return str(refused.value).replace(str(detector.model_path), "MODEL")
+
+
+def test_a_detector_that_fails_while_running_is_one_line(detector, monkeypatch):
+    message = network_answer(detector, monkeypatch, Answers(error=RuntimeError("Failed to allocate memory\ntrace")))
+    assert message == "MODEL: the face detector failed (Failed to allocate memory)"
+
+
+@pytest.mark.parametrize("regressions, logits", [((1, 896, 16), (1, 895, 1)), ((1, 896, 15), (1, 896, 1))])
+def test_a_detector_answering_other_shapes_is_one_line(detector, monkeypatch, regressions, logits):
+    message = network_answer(detector, monkeypatch, Answers([np.zeros(regressions, np.float32),
+                                                             np.zeros(logits, np.float32)]))
+    assert message == (f"MODEL: the face detector answered shapes {regressions} and {logits}, not (1, 896, 16) "
+                       "and (1, 896, 1)")
+
+
+@pytest.mark.parametrize("broken", ["regressions", "logits"])
+def test_a_detector_answering_nan_anywhere_is_one_line(detector, monkeypatch, broken):
+    regressions, logits = np.zeros((1, 896, 16), np.float32), np.zeros((1, 896, 1), np.float32)
+    (regressions if broken == "regressions" else logits)[0, 5, 0] = np.nan
+    message = network_answer(detector, monkeypatch, Answers([regressions, logits]))
+    assert message == "MODEL: the face detector answered NaN or infinite values"
