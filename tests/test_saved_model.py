@@ -82,8 +82,9 @@ class Fixed:
 def test_nan_or_infinite_answers_are_refused():
     faces = np.zeros((3, 48, 48, 1), dtype=np.float32)
     for bad in (math.nan, math.inf):
-        with pytest.raises(UserError, match="NaN or infinite"):
+        with pytest.raises(UserError) as refused:
             predict_probabilities(Fixed([[0.2, bad, 0.8]]), faces)
+        assert str(refused.value) == "the model answered NaN or infinite scores; it is broken (was it trained to NaN?)"
     np.testing.assert_allclose(predict_probabilities(Fixed([[0.2, 0.0, 0.8]]), faces), [[0.2, 0.0, 0.8]] * 3)
     assert predict_probabilities(Fixed([[0.2, 0.0, 0.8]]), faces[:0]).shape == (0, 3)
 
@@ -217,6 +218,9 @@ def test_a_long_bad_temperature_is_shortened_in_the_message():
     with pytest.raises(UserError) as refused:
         saved_model.checked_temperature("x" * 38, "t")  # 40 characters with its quotes: shown whole
     assert str(refused.value) == f"t must be a number from 0.001 to 1000, not '{'x' * 38}'"
+    with pytest.raises(UserError) as refused:
+        saved_model.checked_temperature("x" * 39, "t")  # 41: shortened
+    assert str(refused.value) == f"t must be a number from 0.001 to 1000, not '{'x' * 36}..."
 
 
 def test_the_mirror_averaged_temperature_falls_back_to_the_plain_one():
@@ -255,6 +259,7 @@ class LeftOrRight:
 
     def __call__(self, batch, training=True):
         assert training is False  # a Keras model must run in inference mode: dropout off
+        assert batch.shape[1:] == (48, 48, 1)  # whole faces, mirrored ones included
         self.batches.append(len(batch))
         left = batch[:, :, :24, 0].mean(axis=(1, 2)) > batch[:, :, 24:, 0].mean(axis=(1, 2))
         return np.stack([left, ~left], axis=1).astype(np.float32)
@@ -283,8 +288,10 @@ def test_answers_that_are_not_probabilities_are_refused_within_float_slack(row, 
     if accepted:
         assert predict_probabilities(Fixed([row]), faces).shape == (2, 3)
     else:
-        with pytest.raises(UserError, match="not probabilities"):
+        with pytest.raises(UserError) as refused:
             predict_probabilities(Fixed([row]), faces)
+        assert str(refused.value) == ("the model's answers are not probabilities (each from 0 to 1, summing to 1 a "
+                                      "face): its last layer is not a softmax")
 
 
 # ---------------------------------------------------------------------------------------------
