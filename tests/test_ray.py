@@ -190,3 +190,8 @@ def test_a_user_error_inside_a_task_is_its_own_row_as_worded(predictor, monkeypa
     monkeypatch.setattr(predictor.pipeline, "inputs", gone)
     [row] = predictor.rows_of(str(HAPPY_FACE), "face.png")
     assert row[-1] == "face.png: the disk went away"
+
+
+def test_without_detection_a_task_takes_the_whole_picture_as_the_face(predictor):
+    [row] = predictor.rows_of(str(PROJECT_DIR / "tests" / "data" / "astronaut.jpg"), "astronaut.jpg")
+    assert row[4:8] == [0, 0, 512, 512]
